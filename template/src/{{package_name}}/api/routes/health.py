@@ -1,0 +1,58 @@
+"""Liveness and readiness probes."""
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ...errors import ErrorEnvelope, error_response
+from ...tasks import TaskService
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class TaskCounters(BaseModel):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    retried: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    tasks: TaskCounters
+
+
+@router.get("/health")
+async def health() -> Health:
+    """Liveness: the process serves requests. Checks nothing else, so it never flaps."""
+    return Health()
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": ErrorEnvelope, "description": "A dependency is not ready"}},
+)
+async def ready(request: Request) -> Readiness | JSONResponse:
+    """Readiness: the task store answers and the task runner takes work."""
+    service: TaskService = request.app.state.tasks
+    problems: list[dict[str, str]] = []
+    try:
+        await asyncio.to_thread(service.store.ping)
+    except Exception as error:
+        problems.append({"check": "task_store", "error": f"{type(error).__name__}: {error}"})
+    runner_problem = await service.runner.readiness()
+    if runner_problem is not None:
+        problems.append({"check": "task_runner", "error": runner_problem})
+    if problems:
+        return error_response(503, "not_ready", "The service is not ready.", details=problems)
+    counters = service.runner.counters()
+    return Readiness(tasks=TaskCounters(**vars(counters)))

@@ -1,0 +1,120 @@
+"""The one error envelope every error response uses, and the handlers that produce it.
+
+    {"error": {"code": "not_found", "message": "...", "request_id": "...", "details": [...]}}
+
+No handler ever puts a stack trace in a response; unhandled exceptions are logged with their
+traceback and answered with a generic 500 by the request middleware.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from .logs import request_id_var
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """What every error response contains (also used in the OpenAPI schema)."""
+
+    error: ErrorBody
+
+
+class ServiceBusyError(Exception):
+    """The service cannot take more work right now; the client should retry after a delay."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Build an error response in the envelope, stamped with the current request id."""
+    request_id = request_id_var.get()
+    body = ErrorEnvelope(
+        error=ErrorBody(code=code, message=message, request_id=request_id, details=details)
+    )
+    all_headers = dict(headers or {})
+    if request_id is not None:
+        all_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(
+        status_code=status,
+        content=body.model_dump(exclude_none=True),
+        headers=all_headers,
+    )
+
+
+# Stable machine-readable codes; HTTP reason phrases change between Python versions.
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "content_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    503: "service_unavailable",
+}
+
+
+def _code_for(status: int) -> str:
+    return _CODES.get(status, "client_error" if status < 500 else "server_error")
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else _code_for(exc.status_code)
+    details = exc.detail if isinstance(exc.detail, list) else None
+    return error_response(
+        exc.status_code,
+        _code_for(exc.status_code),
+        message,
+        details=details,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in jsonable_encoder(exc.errors())
+    ]
+    return error_response(422, "validation_error", "The request is not valid.", details=details)
+
+
+async def _service_busy(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceBusyError)
+    return error_response(
+        503, "service_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every expected error through the envelope."""
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ServiceBusyError, _service_busy)

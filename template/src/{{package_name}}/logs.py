@@ -1,0 +1,93 @@
+"""JSON log lines that carry the current request id and task id.
+
+The ids live in context variables: the request middleware sets `request_id`, the task runners set
+`task_id` around each attempt, and every log line written meanwhile carries them, so one grep
+follows a request into the background work it scheduled.
+"""
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
+
+# Attributes every LogRecord has; anything else came through `extra=` and is logged as a field.
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, ids, extra fields, traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_") and value is not None:
+                entry[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = "".join(traceback.format_exception(record.exc_info[1]))
+        return json.dumps(entry, default=str)
+
+
+def _stamp_ids(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """Wrap a LogRecord factory so every record carries the ids current where it was made."""
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        for name, variable in (("request_id", request_id_var), ("task_id", task_id_var)):
+            value = variable.get()
+            if value is not None:
+                setattr(record, name, value)
+        return record
+
+    make_record.stamps_ids = True  # type: ignore[attr-defined]
+    return make_record
+
+
+@contextmanager
+def task_context(task_id: str) -> Iterator[None]:
+    """Log lines written inside carry `task_id`."""
+    token = task_id_var.set(task_id)
+    try:
+        yield
+    finally:
+        task_id_var.reset(token)
+
+
+_json_handler: logging.Handler | None = None
+
+
+def configure_logging(level: str) -> None:
+    """Send every logger (uvicorn's included) through one JSON handler on stderr.
+
+    Idempotent, and it leaves other handlers (pytest's log capture, say) alone.
+    """
+    global _json_handler
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "stamps_ids", False):
+        logging.setLogRecordFactory(_stamp_ids(factory))
+    root = logging.getLogger()
+    if _json_handler is not None:
+        root.removeHandler(_json_handler)
+    _json_handler = logging.StreamHandler(sys.stderr)
+    _json_handler.setFormatter(JsonFormatter())
+    root.addHandler(_json_handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # The request middleware writes one access line per request, with the request id.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

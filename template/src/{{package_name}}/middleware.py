@@ -1,0 +1,91 @@
+"""Pure ASGI middleware: request id, one access log line per request, and the last-resort 500.
+
+Written against the raw ASGI interface rather than `BaseHTTPMiddleware`, which wraps the app in a
+task group and is known to break background tasks and context variables.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import REQUEST_ID_HEADER, error_response
+from .logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+# A caller-supplied id is kept only if it is short and plain, so it is safe to log and echo.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_HEADER_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+class RequestContextMiddleware:
+    """Give every HTTP request an id, log it once, and turn unhandled errors into a 500 envelope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _request_id_from(scope)
+        # Deliberately never reset: each request is its own asyncio task with its own context,
+        # and the background tasks that run after the response should still carry the id.
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        logged = False
+
+        def log_request() -> None:
+            nonlocal logged
+            logged = True
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != _HEADER_NAME]
+                headers.append((_HEADER_NAME, request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+            # Logged when the last byte is sent, not when background work after it ends.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                log_request()
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception:
+            logger.exception("unhandled error", extra={"path": scope["path"]})
+            if response_started:
+                # Headers are out; the only honest thing left is to drop the connection.
+                raise
+            response = error_response(500, "internal_error", "An internal error occurred.")
+            await response(scope, receive, send_with_request_id)
+        finally:
+            if not logged:
+                log_request()
+
+
+def _request_id_from(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _HEADER_NAME:
+            candidate: str = value.decode("latin-1")
+            if _ACCEPTABLE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex

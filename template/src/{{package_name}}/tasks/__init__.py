@@ -1,0 +1,17 @@
+"""Background tasks that are never silent: register with @task, schedule with `Tasks`."""
+
+from .models import TaskRecord, TaskState
+from .registry import TaskSpec, registry, task
+from .scheduler import TaskAccepted, Tasks, TaskScheduler, TaskService
+
+__all__ = [
+    "TaskAccepted",
+    "TaskRecord",
+    "TaskScheduler",
+    "TaskService",
+    "TaskSpec",
+    "TaskState",
+    "Tasks",
+    "registry",
+    "task",
+]

@@ -1,0 +1,97 @@
+"""Every task state transition goes through the ledger: one store write and one log line each.
+
+Runners decide *when* a task moves; the ledger decides what that means for the record and makes
+sure no failure is silent: each one is logged with its traceback and the task id.
+"""
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+
+from ..logs import task_context
+from .models import TaskRecord, TaskState, utcnow
+from .store import TaskStore
+
+logger = logging.getLogger(__name__)
+
+
+def describe_error(error: BaseException) -> str:
+    """What a client sees of a failure: the exception type and message, never a traceback."""
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+class TaskLedger:
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def started(self, record: TaskRecord, attempt: int) -> None:
+        record.state = TaskState.RUNNING
+        record.attempts = attempt
+        record.next_attempt_at = None
+        record.started_at = record.started_at or utcnow()
+        self.store.save(record)
+        self._log(logging.INFO, "task started", record, attempt=attempt)
+
+    def succeeded(self, record: TaskRecord, result: Any) -> bool:
+        """Record the result; False if it is not JSON, in which case the task is failed instead."""
+        try:
+            record.result = _as_json(result)
+        except (TypeError, ValueError) as error:
+            # The work is done, but its outcome cannot be reported; say so instead of lying.
+            self.failed(record, TypeError(f"the task returned a value that is not JSON: {error}"))
+            return False
+        record.state = TaskState.SUCCEEDED
+        record.error = None
+        record.finished_at = utcnow()
+        self.store.save(record)
+        self._log(logging.INFO, "task succeeded", record)
+        return True
+
+    def retrying(self, record: TaskRecord, error: BaseException, delay: float) -> None:
+        record.state = TaskState.RETRYING
+        record.error = describe_error(error)
+        record.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        self.store.save(record)
+        self._log(
+            logging.WARNING,
+            "task attempt failed; retrying",
+            record,
+            error=error,
+            retry_in_s=round(delay, 3),
+        )
+
+    def failed(self, record: TaskRecord, error: BaseException) -> None:
+        """Final failure: the record stays in the store as a dead letter."""
+        record.state = TaskState.FAILED
+        record.error = describe_error(error)
+        record.finished_at = utcnow()
+        record.next_attempt_at = None
+        self.store.save(record)
+        self._log(logging.ERROR, "task failed; kept as dead letter", record, error=error)
+
+    def _log(
+        self,
+        level: int,
+        message: str,
+        record: TaskRecord,
+        *,
+        error: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        with task_context(record.task_id):
+            logger.log(
+                level,
+                message,
+                exc_info=error,
+                extra={"task_name": record.name, "attempts": record.attempts, **fields},
+            )
+
+
+def _as_json(value: Any) -> Any:
+    encoded = jsonable_encoder(value)
+    json.dumps(encoded)
+    return encoded

@@ -1,0 +1,149 @@
+"""`@task`: register a function once, with its retry policy and timeout, under a stable name.
+
+The name, not the function object, is what a task record stores, so a task accepted before a crash
+can be found and run again after the restart (or by another process).
+"""
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from .retry import RetryPolicy
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, eq=False)
+class TaskSpec(Generic[P, R]):
+    """A registered task. Calling it calls the function directly (handy in tests)."""
+
+    name: str
+    fn: Callable[P, R] | Callable[P, Awaitable[R]]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Seconds one attempt may take; None means no limit.
+    timeout: float | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.fn(*args, **kwargs)
+
+    async def run_async(
+        self,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        executor: concurrent.futures.Executor,
+    ) -> Any:
+        """Run one attempt from the event loop: coroutines on it, plain functions on `executor`.
+
+        Raises TimeoutError when the attempt outlives `timeout`. A coroutine is cancelled; a
+        plain function cannot be interrupted, so its thread finishes on its own and its result
+        is discarded.
+        """
+        if self.is_async:
+            coroutine = self.fn(*args, **kwargs)
+            assert inspect.isawaitable(coroutine)
+            return await asyncio.wait_for(coroutine, self.timeout)
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, self.fn, *args, **kwargs)
+        return await asyncio.wait_for(loop.run_in_executor(executor, call), self.timeout)
+
+    def run_blocking(
+        self,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Any:
+        """Run one attempt from a worker thread that is not the event loop's.
+
+        Coroutine functions are handed to the app's running `loop` and awaited from here; the
+        timeout, if any, is enforced there. Plain functions run right here, in this thread; the
+        caller enforces their timeout.
+        """
+        if not self.is_async:
+            return self.fn(*args, **kwargs)
+        if loop is None or not loop.is_running():
+            raise RuntimeError(f"task {self.name!r} is async but no event loop is running")
+        coroutine = self.fn(*args, **kwargs)
+        assert inspect.iscoroutine(coroutine)
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, self.timeout), loop)
+        return future.result()
+
+
+class TaskRegistry:
+    """Name -> TaskSpec. One per process, shared by the API, the runners and the workers."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec[Any, Any]] = {}
+
+    def add(self, spec: TaskSpec[Any, Any]) -> None:
+        existing = self._specs.get(spec.name)
+        if existing is not None and existing.fn is not spec.fn:
+            raise ValueError(f"a different task is already registered as {spec.name!r}")
+        self._specs[spec.name] = spec
+
+    def get(self, name: str) -> TaskSpec[Any, Any] | None:
+        return self._specs.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+
+registry = TaskRegistry()
+
+
+@overload
+def task(fn: Callable[P, R], /) -> TaskSpec[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    backoff_base: float = 0.5,
+    backoff_max: float = 30.0,
+    timeout: float | None = None,
+) -> Callable[[Callable[P, R]], TaskSpec[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    backoff_base: float = 0.5,
+    backoff_max: float = 30.0,
+    timeout: float | None = None,
+) -> TaskSpec[P, R] | Callable[[Callable[P, R]], TaskSpec[P, R]]:
+    """Register `fn` as a task: `@task` or `@task(max_attempts=5, timeout=30)`.
+
+    `max_attempts` counts the first try: 3 means up to two retries. The function may be sync or
+    async; its arguments and return value must be JSON values.
+    """
+    policy = RetryPolicy(
+        max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max
+    )
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive")
+
+    def register(function: Callable[P, R]) -> TaskSpec[P, R]:
+        spec: TaskSpec[P, R] = TaskSpec(
+            name=name or f"{function.__module__}.{function.__qualname__}",
+            fn=function,
+            retry=policy,
+            timeout=timeout,
+        )
+        registry.add(spec)
+        return spec
+
+    return register(fn) if fn is not None else register

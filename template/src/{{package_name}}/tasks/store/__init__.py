@@ -1,0 +1,44 @@
+"""Task stores, chosen by URL: `sqlite:///path/to/tasks.db`, `memory://`, `redis://host/db` or
+`dynamodb://table`."""
+
+import importlib
+from pathlib import Path
+
+from .base import TaskStore
+from .memory import MemoryTaskStore
+from .sqlite import SqliteTaskStore
+
+__all__ = ["MemoryTaskStore", "SqliteTaskStore", "TaskStore", "open_store"]
+
+
+def open_store(url: str) -> TaskStore:
+    """Open the store a `TASK_STORE_URL` names; a URL of an unknown kind is a clear error."""
+    if url == "memory://":
+        return MemoryTaskStore()
+    if url.startswith("sqlite:///"):
+        return SqliteTaskStore(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(("redis://", "rediss://")):
+        return _open_generated_only("redis", "RedisTaskStore", url, "task_queue 'celery'")
+    if url.startswith("dynamodb://"):
+        return _open_generated_only(
+            "dynamodb", "DynamoDbTaskStore", url, "deploy_target 'lambda' or 'both'"
+        )
+    raise ValueError(
+        f"TASK_STORE_URL {url!r} is not supported: use sqlite:///path/to/tasks.db or memory://"
+    )
+
+
+def _open_generated_only(module: str, class_name: str, url: str, answer: str) -> TaskStore:
+    """Open a store whose module only services generated with `answer` have."""
+    qualified = f"{__name__}.{module}"
+    try:
+        store_module = importlib.import_module(qualified)
+    except ModuleNotFoundError as error:
+        if error.name != qualified:
+            raise
+        raise ValueError(
+            f"TASK_STORE_URL {url!r} needs the {module} task store, which only services "
+            f"generated with {answer} have"
+        ) from error
+    store: TaskStore = getattr(store_module, class_name)(url)
+    return store

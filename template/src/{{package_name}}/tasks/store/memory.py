@@ -1,0 +1,59 @@
+"""A task store in a dict: for tests and throwaway runs. Everything is lost with the process."""
+
+import copy
+import threading
+import time
+
+from ..models import TaskRecord, TaskState
+
+
+class MemoryTaskStore:
+    def __init__(self) -> None:
+        self._records: dict[str, TaskRecord] = {}
+        self._heartbeats: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def save(self, record: TaskRecord) -> None:
+        with self._lock:
+            self._records[record.task_id] = copy.deepcopy(record)
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            return copy.deepcopy(record) if record is not None else None
+
+    def recent(self, state: TaskState | None = None, limit: int = 50) -> list[TaskRecord]:
+        with self._lock:
+            records = [r for r in self._records.values() if state is None or r.state == state]
+        records.sort(key=lambda r: r.created_at, reverse=True)
+        return [copy.deepcopy(r) for r in records[:limit]]
+
+    def heartbeat(self, owner: str) -> None:
+        with self._lock:
+            self._heartbeats[owner] = time.time()
+
+    def retire(self, owner: str) -> None:
+        with self._lock:
+            self._heartbeats.pop(owner, None)
+
+    def claim_orphans(self, owner: str, stale_after: float, limit: int) -> list[TaskRecord]:
+        now = time.time()
+        claimed: list[TaskRecord] = []
+        with self._lock:
+            self._heartbeats[owner] = now
+            for record in sorted(self._records.values(), key=lambda r: r.created_at):
+                if len(claimed) >= limit:
+                    break
+                if record.state.is_final or record.owner is None or record.owner == owner:
+                    continue
+                last_seen = self._heartbeats.get(record.owner)
+                if last_seen is None or now - last_seen > stale_after:
+                    record.owner = owner
+                    claimed.append(copy.deepcopy(record))
+        return claimed
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,198 @@
+"""The default task store: one SQLite file in WAL mode.
+
+Durable across a crash of the server, and shared by the worker processes of one host (uvicorn
+`--workers N`, gunicorn), which all open the same file. Each OS thread gets its own connection;
+WAL lets readers proceed while one writer commits.
+"""
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..models import TaskRecord, TaskState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    next_attempt_at TEXT,
+    owner TEXT,
+    request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
+CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+"""
+
+_COLUMNS = (
+    "task_id", "name", "state", "attempts", "max_attempts", "args", "kwargs", "result", "error",
+    "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id",
+)  # fmt: skip
+_FINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
+
+
+class SqliteTaskStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection per OS thread, keyed by the thread's id rather than kept in a
+        # threading.local: a native (Rust) worker thread gets a fresh Python thread state each
+        # time it calls into Python, so a thread-local would open (and keep) a new connection for
+        # every call. Ids of threads that ended are reused by new threads, which keeps the count
+        # bounded by the threads alive at once.
+        self._connections: dict[int, sqlite3.Connection] = {}
+        self._connections_lock = threading.Lock()
+        with self._connection() as connection:
+            connection.executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        thread = threading.get_ident()
+        connection = self._connections.get(thread)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash; only a power loss can
+            # drop the last transactions.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.row_factory = sqlite3.Row
+            with self._connections_lock:
+                self._connections[thread] = connection
+        return connection
+
+    def save(self, record: TaskRecord) -> None:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        self._connection().execute(
+            f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608 - fixed column names
+            _to_row(record),
+        )
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        row = (
+            self._connection()
+            .execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+            .fetchone()
+        )
+        return _from_row(row) if row is not None else None
+
+    def recent(self, state: TaskState | None = None, limit: int = 50) -> list[TaskRecord]:
+        if state is None:
+            rows = self._connection().execute(
+                "SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = self._connection().execute(
+                "SELECT * FROM tasks WHERE state = ? ORDER BY created_at DESC LIMIT ?",
+                (state.value, limit),
+            )
+        return [_from_row(row) for row in rows]
+
+    def heartbeat(self, owner: str) -> None:
+        self._connection().execute(
+            "INSERT OR REPLACE INTO runners (owner, seen_at) VALUES (?, ?)", (owner, time.time())
+        )
+
+    def retire(self, owner: str) -> None:
+        self._connection().execute("DELETE FROM runners WHERE owner = ?", (owner,))
+
+    def claim_orphans(self, owner: str, stale_after: float, limit: int) -> list[TaskRecord]:
+        connection = self._connection()
+        # IMMEDIATE takes the write lock up front, so two runners cannot claim the same rows.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            connection.execute(
+                "INSERT OR REPLACE INTO runners (owner, seen_at) VALUES (?, ?)", (owner, now)
+            )
+            rows = connection.execute(
+                """
+                SELECT * FROM tasks
+                WHERE state NOT IN (?, ?) AND owner IS NOT NULL AND owner != ?
+                  AND owner NOT IN (SELECT owner FROM runners WHERE seen_at > ?)
+                ORDER BY created_at LIMIT ?
+                """,
+                (*_FINAL_STATES, owner, now - stale_after, limit),
+            ).fetchall()
+            connection.executemany(
+                "UPDATE tasks SET owner = ? WHERE task_id = ?",
+                [(owner, row["task_id"]) for row in rows],
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        claimed = [_from_row(row) for row in rows]
+        for record in claimed:
+            record.owner = owner
+        return claimed
+
+    def ping(self) -> None:
+        self._connection().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections.values():
+                connection.close()
+            self._connections.clear()
+
+
+def _to_row(record: TaskRecord) -> tuple[Any, ...]:
+    return (
+        record.task_id,
+        record.name,
+        record.state.value,
+        record.attempts,
+        record.max_attempts,
+        json.dumps(record.args),
+        json.dumps(record.kwargs),
+        json.dumps(record.result),
+        record.error,
+        record.created_at.isoformat(),
+        _iso(record.started_at),
+        _iso(record.finished_at),
+        _iso(record.next_attempt_at),
+        record.owner,
+        record.request_id,
+    )
+
+
+def _from_row(row: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        task_id=row["task_id"],
+        name=row["name"],
+        state=TaskState(row["state"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        args=json.loads(row["args"]),
+        kwargs=json.loads(row["kwargs"]),
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=row["error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        started_at=_parse(row["started_at"]),
+        finished_at=_parse(row["finished_at"]),
+        next_attempt_at=_parse(row["next_attempt_at"]),
+        owner=row["owner"],
+        request_id=row["request_id"],
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _parse(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None

@@ -1,0 +1,95 @@
+"""Pure-Python analysis for the example tasks: the reference every faster implementation matches.
+
+The definitions are byte-level and ASCII-only on purpose, so that a native implementation can
+give exactly the same answers (Unicode case and whitespace rules differ between languages).
+"""
+
+import csv
+import hashlib
+import io
+import re
+from typing import Any
+
+POSITIVE_WORDS = frozenset(
+    b"great excellent amazing love loved perfect good fantastic wonderful happy recommend best "
+    b"awesome nice fast".split()
+)
+NEGATIVE_WORDS = frozenset(
+    b"bad terrible awful hate hated poor broken worst slow disappointing disappointed refund "
+    b"useless horrible waste".split()
+)
+_ASCII_PUNCTUATION = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+# A number is plain decimal notation, optionally signed, with an optional exponent; ASCII digits
+# only (a str pattern's \d would also take other scripts' digits, which float() accepts).
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def document_stats(data: bytes) -> dict[str, Any]:
+    """Bytes, lines, words and SHA-256 of a document.
+
+    words: runs of bytes between ASCII whitespace (space, \\t, \\n, \\r, \\v, \\f).
+    lines: newlines, plus one for a last line without a trailing newline.
+    """
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return {
+        "bytes": len(data),
+        "lines": lines,
+        "words": len(data.split()),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def review_sentiment(text: str) -> dict[str, Any]:
+    """Count positive and negative words (ASCII-lower-cased, punctuation trimmed from both ends)."""
+    positive = negative = 0
+    for token in text.encode("utf-8").split():
+        word = token.strip(_ASCII_PUNCTUATION).lower()
+        if word in POSITIVE_WORDS:
+            positive += 1
+        elif word in NEGATIVE_WORDS:
+            negative += 1
+    score = positive - negative
+    label = "positive" if score > 0 else "negative" if score < 0 else "neutral"
+    return {"positive": positive, "negative": negative, "score": score, "label": label}
+
+
+def csv_column_stats(data: bytes) -> dict[str, dict[str, float | int]]:
+    """Per-column statistics of the numeric cells of a CSV document with a header row.
+
+    A cell is numeric when, stripped of spaces, it is a plain decimal number; other cells are
+    skipped. Columns without a numeric cell are left out. Sums run in row order.
+    """
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    header = next(reader, None)
+    if header is None:
+        return {}
+    columns: dict[str, list[float]] = {name: [] for name in header}
+    for row in reader:
+        for name, cell in zip(header, row, strict=False):
+            text = cell.strip(" ")
+            if _NUMBER.fullmatch(text):
+                columns[name].append(float(text))
+    return {name: _summary(values) for name, values in columns.items() if values}
+
+
+def list_stats(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | int]]:
+    """Per-field statistics of the numbers (not booleans) in a list of JSON objects."""
+    fields: dict[str, list[float]] = {}
+    for row in rows:
+        for name, value in row.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                fields.setdefault(name, []).append(float(value))
+    return {name: _summary(values) for name, values in fields.items()}
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    total = 0.0
+    for value in values:
+        total += value
+    return {
+        "count": len(values),
+        "sum": total,
+        "min": min(values),
+        "max": max(values),
+        "mean": total / len(values),
+    }

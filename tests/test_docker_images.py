@@ -1,0 +1,174 @@
+"""The container image (Dockerfile), built from the file users get and run on a real Docker Engine.
+
+Which variants get an image of their own. Each distinct Dockerfile is built once:
+- python_version x task_runner decide the Dockerfile's text (base images, the Rust stages), so
+  each pair is built: 3.11 on Debian bookworm and 3.13 on trixie. 3.12 is not: no Debian release
+  ships it and no other Python can be downloaded here to make a stand-in for python:3.12-slim;
+  its Dockerfile differs from the 3.11 one only in those base image names (tests/test_variants.py
+  checks that the rest of the project is the same), and hadolint still checks it.
+- deploy_target 'container' and 'both' render the same Dockerfile; 'both' adds the Lambda
+  modules, template.yaml and the `lambda` dependency groups to the context, which this build
+  does not install (`--no-default-groups`). The image is built from 'both', the superset.
+- include_examples changes only which modules the context has; built with the examples, which
+  the task checks below need.
+- task_queue 'celery' adds Celery and Redis to the locked dependencies and needs a broker to
+  serve; its image is not built here.
+"""
+
+import time
+
+import pytest
+
+from .baseimages import docker
+from .images import (
+    Container,
+    ImageBuilds,
+    docker_engine_problem,
+    http,
+    iter_accepted,
+    multipart,
+    wait_until,
+)
+from .rendering import Variant
+
+ENGINE_PROBLEM = docker_engine_problem()
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=f"Docker tests skipped: {ENGINE_PROBLEM}"),
+]
+
+BASE = {"deploy_target": "both", "task_queue": "none", "include_examples": True}
+IMAGE_VARIANTS = [
+    Variant({**BASE, "python_version": python_version, "task_runner": task_runner})
+    for python_version in ("3.11", "3.13")
+    for task_runner in ("python", "rust")
+]
+# The uid the Dockerfile's runtime stage creates and runs as.
+APP_UID = "10001"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
+    return ImageBuilds(tmp_path_factory.mktemp("images"), "Dockerfile", "container")
+
+
+def start_service(image: str, **env: str) -> tuple[Container, str]:
+    container = Container.start(image, env=env, options=("--publish", "127.0.0.1::8000"))
+    return container, f"http://127.0.0.1:{container.published_port(8000)}"
+
+
+def task_state(base_url: str, task_id: str) -> str:
+    answer = http("GET", f"{base_url}/tasks/{task_id}")
+    assert answer.status == 200, answer.body
+    return str(answer.body["state"])
+
+
+def register(base_url: str, n: int) -> list[str]:
+    responses = [
+        http("POST", f"{base_url}/register", {"email": f"user{i}@example.com", "name": f"User {i}"}) for i in range(n)
+    ]
+    return list(iter_accepted(responses))
+
+
+def upload_csv(base_url: str, rows: int) -> str:
+    content = b"".join(b"%d,%d.5,%d\n" % (i, i, i * 7 % 13) for i in range(rows))
+    body, content_type = multipart({"uploaded_by": "tester"}, "file", "numbers.csv", content, "text/csv")
+    (task_id,) = iter_accepted([http("POST", f"{base_url}/documents/upload", data=body, content_type=content_type)])
+    return task_id
+
+
+@pytest.mark.parametrize("variant", IMAGE_VARIANTS, ids=lambda v: v.id)
+def test_the_image_serves_runs_tasks_and_runs_as_non_root(variant: Variant, images: ImageBuilds) -> None:
+    _, built = images.get(variant)
+    print(f"\n{variant.id}: image {built.size_mb:.0f} MB, built in {built.seconds:.0f} s")
+
+    started = time.monotonic()
+    container, base_url = start_service(built.tag)
+    try:
+        wait_until(lambda: http("GET", f"{base_url}/health", timeout=1).status == 200, 30, what="/health 200")
+        print(f"{variant.id}: /health answered 200 {time.monotonic() - started:.2f} s after docker run")
+
+        accepted = http("POST", f"{base_url}/projects/101/tasks", {"task_name": "Ship it", "assigned_to": "Ada"})
+        (task_id,) = iter_accepted([accepted])
+        wait_until(lambda: task_state(base_url, task_id) == "succeeded", 20, what="task succeeded")
+        activity = http("GET", f"{base_url}/projects/101/activity")
+        assert any("Ship it" in line for line in activity.body["entries"]), activity.body
+
+        assert container.inspect("{{.Config.User}}") == f"{APP_UID}:{APP_UID}"
+        # The server process itself (PID 1, exec form): its real and effective uid.
+        uids = container.exec("awk", "/^Uid:/ {print $2, $3}", "/proc/1/status").split()
+        assert uids == [APP_UID, APP_UID], uids
+        assert "uvicorn" in container.exec("cat", "/proc/1/cmdline")
+
+        # Docker's own view, from the image's HEALTHCHECK (first probe after its 10 s interval).
+        wait_until(lambda: container.inspect("{{.State.Health.Status}}") == "healthy", 40, 0.5, "healthy")
+    finally:
+        container.remove()
+
+
+@pytest.mark.parametrize("variant", IMAGE_VARIANTS, ids=lambda v: v.id)
+def test_sigterm_finishes_or_reports_every_task_and_a_restart_runs_the_rest(
+    variant: Variant, images: ImageBuilds
+) -> None:
+    _, built = images.get(variant)
+    volume = f"copier-fastapi-tasks-test-state-{variant.id.replace('.', '')}"
+    state = ("--volume", f"{volume}:/app/var")
+    first = second = None
+    try:
+        # The welcome e-mails cannot be written (no such folder, and / is not the app user's):
+        # they fail and wait to be retried with backoff, so they are in flight at SIGTERM. A
+        # short drain deadline leaves them unfinished on purpose.
+        first = Container.start(
+            built.tag,
+            env={"OUTBOX_DIR": "/no-outbox-here/outbox", "TASK_DRAIN_TIMEOUT": "2", "TASK_CONCURRENCY": "2"},
+            options=("--publish", "127.0.0.1::8000", *state),
+        )
+        base_url = f"http://127.0.0.1:{first.published_port(8000)}"
+        wait_until(lambda: http("GET", f"{base_url}/health", timeout=1).status == 200, 30, what="/health 200")
+        emails = register(base_url, 4)
+        documents = [upload_csv(base_url, 40_000) for _ in range(3)]
+        accepted = emails + documents
+        wait_until(lambda: all(task_state(base_url, e) == "retrying" for e in emails), 20, what="e-mails retrying")
+
+        first.stop(timeout=60)
+        assert first.inspect("{{.State.ExitCode}}") == "0", first.logs()[-3000:]
+        logs = first.json_logs()
+
+        def logged(message: str) -> set[str]:
+            return {line["task_id"] for line in logs if line.get("message") == message and "task_id" in line}
+
+        reported = {
+            task_id
+            for line in logs
+            if line.get("message", "").startswith("drain deadline passed")
+            for task_id in line["unfinished_task_ids"]
+        }
+        stopped = [line for line in logs if line.get("message") == "service stopped"]
+        assert stopped and stopped[0]["drain_complete"] is False, stopped
+        # Nothing silently lost: every accepted task finished (succeeded, or failed for good as a
+        # logged dead letter; an e-mail may spend its five attempts before the stop) or is named
+        # in the drain's report.
+        finished = logged("task succeeded") | logged("task failed; kept as dead letter")
+        assert set(accepted) <= finished | reported, (accepted, finished, reported)
+        assert reported & set(emails), reported
+
+        # The tasks were stored before their 202 and their runner retired on the way out: a new
+        # container on the same volume (with somewhere to write e-mails) runs the rest.
+        second = Container.start(
+            built.tag,
+            env={"OUTBOX_DIR": "/tmp/outbox"},
+            options=("--publish", "127.0.0.1::8000", *state),
+        )
+        base_url = f"http://127.0.0.1:{second.published_port(8000)}"
+        wait_until(lambda: http("GET", f"{base_url}/health", timeout=1).status == 200, 30, what="/health 200")
+        wait_until(
+            lambda: all(task_state(base_url, task_id) == "succeeded" for task_id in reported),
+            60,
+            0.2,
+            "every task the drain reported succeeded after the restart",
+        )
+    finally:
+        for container in (first, second):
+            if container is not None:
+                container.remove()
+        docker("volume", "rm", "--force", volume, check=False)

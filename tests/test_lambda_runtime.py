@@ -1,0 +1,305 @@
+"""The Lambda image (Dockerfile.lambda) under AWS's Runtime Interface Emulator, with the real
+runtime interface client (awslambdaric) inside, fed the events API Gateway, an ALB and SQS send.
+
+Background tasks take the SQS path against moto's server mode (SQS and DynamoDB on a loopback
+port, started here): the HTTP invocation stores the record in DynamoDB and sends the message; the
+SQS invocation runs it; a third invocation reads its status. The containers share the host's
+network so that they reach moto on 127.0.0.1.
+
+Built variants: python_version 3.11 with both task runners (the runner changes the build: the
+Rust crate is compiled in); the 3.13 builds are the container tests' (same steps up to the
+service's wheel). deploy_target 'lambda' renders the same Dockerfile.lambda as 'both' (only
+comment lines differ); include_examples adds three ENV lines and the examples the task checks use.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from . import lambda_events as events
+from .images import (
+    Container,
+    ImageBuilds,
+    docker_engine_problem,
+    http,
+    rie_binary,
+    wait_until,
+)
+from .rendering import REPO_ROOT, Variant, free_port
+
+ENGINE_PROBLEM = docker_engine_problem()
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.lambda_runtime,
+    pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=f"Docker tests skipped: {ENGINE_PROBLEM}"),
+]
+
+LAMBDA_VARIANTS = [
+    Variant(
+        {
+            "python_version": "3.11",
+            "deploy_target": "both",
+            "task_runner": task_runner,
+            "task_queue": "none",
+            "include_examples": True,
+        }
+    )
+    for task_runner in ("python", "rust")
+]
+PACKAGE = "example_service"
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+@dataclass
+class LocalAws:
+    """moto's server on a loopback port, with the queue, dead-letter queue and table of a stack."""
+
+    endpoint: str
+    queue_url: str
+    queue_arn: str
+    table: str
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, **_lower_keys(CREDENTIALS))
+
+
+def _lower_keys(credentials: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in credentials.items()}
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http("GET", f"{endpoint}/moto-api/").status < 500, 30, what="moto server")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def sam_resources(project: Path) -> dict[str, Any]:
+    """template.yaml's Resources, with CloudFormation's !Ref/!GetAtt/!Sub tags read as plain values."""
+
+    class CloudFormationLoader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_mapping(node)  # type: ignore[arg-type]
+
+    CloudFormationLoader.add_multi_constructor("!", any_tag)
+    template = yaml.load((project / "template.yaml").read_text(), Loader=CloudFormationLoader)
+    return dict(template["Resources"])
+
+
+def local_stack(endpoint: str, project: Path, name: str) -> LocalAws:
+    """The queue pair and the table as template.yaml declares them (its table definition is used
+    as is, so a table the code cannot use fails here)."""
+    resources = sam_resources(project)
+    table_properties = {
+        key: value
+        for key, value in resources["TaskTable"]["Properties"].items()
+        if key in {"AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode"}
+    }
+    aws = LocalAws(endpoint=endpoint, queue_url="", queue_arn="", table=f"{name}-tasks")
+    dynamodb = aws.client("dynamodb")
+    dynamodb.create_table(TableName=aws.table, **table_properties)
+    sqs = aws.client("sqs")
+    dead_letters = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_properties = resources["TaskQueue"]["Properties"]
+    redrive = {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "3"}
+    aws.queue_url = sqs.create_queue(
+        QueueName=f"{name}-tasks",
+        Attributes={
+            "VisibilityTimeout": str(queue_properties["VisibilityTimeout"]),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    aws.queue_arn = sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return aws
+
+
+class LambdaContainer:
+    """The Lambda image run by the Runtime Interface Emulator, invoked over its local API."""
+
+    def __init__(self, image: str, rie: Path, env: dict[str, str]) -> None:
+        port, runtime_api_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
+        # As AWS documents for local tests: the emulator mounted in, as the entry point, running
+        # the image's own command through the runtime interface client.
+        self.container = Container.start(
+            image,
+            "--runtime-interface-emulator-address",
+            f"127.0.0.1:{port}",
+            "--runtime-api-address",
+            f"127.0.0.1:{runtime_api_port}",
+            "python",
+            "-m",
+            "awslambdaric",
+            f"{PACKAGE}.lambda_handler.handler",
+            env=env,
+            options=(
+                "--network",
+                "host",
+                "--volume",
+                f"{rie.parent}:/aws-lambda:ro",
+                "--entrypoint",
+                "/aws-lambda/aws-lambda-rie",
+            ),
+        )
+
+    def invoke(self, event: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        started = time.perf_counter()
+        answer = wait_until(lambda: http("POST", self.url, event, timeout=60), 20, what="invocation answered")
+        elapsed = time.perf_counter() - started
+        assert answer.status == 200, (answer.status, answer.body, self.container.logs()[-3000:])
+        assert isinstance(answer.body, dict), answer.body
+        assert "errorType" not in answer.body, (answer.body, self.container.logs()[-3000:])
+        return answer.body, elapsed
+
+    def close(self) -> None:
+        self.container.remove()
+
+
+@pytest.fixture(scope="module")
+def lambda_images(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
+    return ImageBuilds(tmp_path_factory.mktemp("lambda-images"), "Dockerfile.lambda", "lambda")
+
+
+@pytest.fixture(scope="module")
+def rie() -> Path:
+    return rie_binary(REPO_ROOT / ".cache" / "rie")
+
+
+@pytest.mark.parametrize("variant", LAMBDA_VARIANTS, ids=lambda v: v.id)
+def test_http_events_of_every_kind_reach_the_app(variant: Variant, lambda_images: ImageBuilds, rie: Path) -> None:
+    _, built = lambda_images.get(variant)
+    print(f"\n{variant.id}: Lambda image {built.size_mb:.0f} MB, built in {built.seconds:.0f} s")
+    function = LambdaContainer(built.tag, rie, env={"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
+    try:
+        # The emulator starts the runtime on the first invocation: that one is the cold start.
+        health, cold = function.invoke(events.http_api_v2("GET", "/health"))
+        print(f"{variant.id}: cold start (runtime start, import, first event) {cold * 1000:.0f} ms")
+        for make_event in (events.http_api_v2, events.rest_api_v1, events.alb):
+            answer, _ = function.invoke(make_event("GET", "/health"))
+            assert answer["statusCode"] == 200, answer
+            assert events.response_json(answer) == {"status": "ok"}
+            missing, _ = function.invoke(make_event("GET", "/tasks/no-such-task"))
+            assert missing["statusCode"] == 404, missing
+            assert events.response_json(missing)["error"]["code"] == "not_found"
+        assert health["statusCode"] == 200
+        # The app started once for all those invocations (Mangum's lifespan would start it per event).
+        started = [line for line in function.container.json_logs() if line.get("message") == "service started"]
+        assert len(started) == 1, started
+        uid = function.container.inspect("{{.Config.User}}")
+        assert uid == "10001:10001"
+    finally:
+        function.close()
+
+
+@pytest.mark.parametrize("variant", LAMBDA_VARIANTS, ids=lambda v: v.id)
+def test_tasks_go_through_sqs_and_their_status_through_dynamodb(
+    variant: Variant, lambda_images: ImageBuilds, rie: Path, moto_server: str
+) -> None:
+    project, built = lambda_images.get(variant)
+    aws = local_stack(moto_server, project, variant.id.replace(".", ""))
+    function = LambdaContainer(
+        built.tag,
+        rie,
+        env={
+            "TASK_BACKEND": "sqs",
+            "TASK_QUEUE_URL": aws.queue_url,
+            "TASK_STORE_URL": f"dynamodb://{aws.table}",
+            "AWS_ENDPOINT_URL": aws.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            **CREDENTIALS,
+        },
+    )
+    sqs = aws.client("sqs")
+    try:
+        accepted, _ = function.invoke(
+            events.http_api_v2("POST", "/projects/7/tasks", {"task_name": "Deploy", "assigned_to": "Grace"})
+        )
+        assert accepted["statusCode"] == 202, accepted
+        task_id = events.response_json(accepted)["task_id"]
+        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"))
+        assert events.response_json(status)["state"] == "queued"
+
+        # What the event source mapping does: receive, invoke, delete all but the failures.
+        messages = wait_until(
+            lambda: sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10).get("Messages"),
+            10,
+            what="the task's message in the queue",
+        )
+        assert [json.loads(m["Body"])["task_id"] for m in messages] == [task_id]
+        answer, _ = function.invoke(events.sqs(messages, aws.queue_arn))
+        assert answer == {"batchItemFailures": []}
+        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"))
+        body = events.response_json(status)
+        assert (body["state"], body["attempts"]) == ("succeeded", 1), body
+        assert body["result"] == {"project_id": 7, "logged": "created 'Deploy'"}
+
+        # A repeated delivery of a finished task is skipped, not run again.
+        again, _ = function.invoke(events.sqs(messages, aws.queue_arn))
+        assert again == {"batchItemFailures": []}
+        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"))
+        assert events.response_json(status)["attempts"] == 1
+
+        # Partial batch response: only the failing messages go back to the queue.
+        failing = {
+            "task_id": "doc-that-is-not-there",
+            "name": f"{PACKAGE}.examples.jobs.process_document",
+            "args": ["missing.txt", "missing.txt", "grace", "text/plain"],
+            "kwargs": {},
+        }
+        for body_text in (json.dumps(failing), "not a task", json.dumps({"task_id": task_id, "name": "x"})):
+            sqs.send_message(QueueUrl=aws.queue_url, MessageBody=body_text)
+        batch = _receive_all(sqs, aws.queue_url, 3)
+        answer, _ = function.invoke(events.sqs(batch, aws.queue_arn))
+        by_body = {m["Body"]: m["MessageId"] for m in batch}
+        returned = {failure["itemIdentifier"] for failure in answer["batchItemFailures"]}
+        assert returned == {by_body[json.dumps(failing)], by_body["not a task"]}, answer
+        status, _ = function.invoke(events.http_api_v2("GET", "/tasks/doc-that-is-not-there"))
+        body = events.response_json(status)
+        assert (body["state"], body["attempts"]) == ("retrying", 1), body
+        assert body["error"].startswith("FileNotFoundError")
+    finally:
+        function.close()
+
+
+def _receive_all(sqs: Any, queue_url: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    """Receive `count` messages (a receive may return fewer than are there)."""
+    received: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count and time.monotonic() < deadline:
+        received += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
+    assert len(received) == count, received
+    return received
