@@ -112,7 +112,7 @@ def test_sigterm_finishes_or_reports_every_task_and_a_restart_runs_the_rest(
 ) -> None:
     _, built = images.get(variant)
     volume = f"copier-fastapi-tasks-test-state-{variant.id.replace('.', '')}"
-    state = ("--volume", f"{volume}:/app/var")
+    state = ("--volume", f"{volume}:/app/var/state")
     first = second = None
     try:
         # The welcome e-mails cannot be written (no such folder, and / is not the app user's):

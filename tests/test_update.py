@@ -1,0 +1,142 @@
+"""`copier update` from an older tag to the working tree keeps local edits and runs migrations."""
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .rendering import IDENTITY, REPO_ROOT, copier, project_pytest, render_variant, run, sync_project, walk_files
+
+# v0.1.0, the first tagged version (also tagged in the repository; the commit is named here so
+# the test works in a clone that did not fetch tags).
+BASELINE_COMMIT = "49759b5365aae72b123516adcbe2a3c2e2ae3d3a"
+ANSWERS = {
+    **IDENTITY,
+    "python_version": "3.11",
+    "deploy_target": "container",
+    "task_runner": "python",
+    "task_queue": "none",
+    "include_examples": True,
+}
+
+
+def git(*args: str, cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def commit_all(cwd: Path, message: str) -> None:
+    git("add", "--all", cwd=cwd)
+    git(
+        "-c",
+        "user.name=Test",
+        "-c",
+        "user.email=test@example.com",
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-m",
+        message,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of this repository with v0.1.0 at the baseline and v0.2.0 = the working tree."""
+    repo = tmp_path_factory.mktemp("template") / "repo"
+    git("clone", "--quiet", "--no-tags", str(REPO_ROOT), str(repo), cwd=REPO_ROOT)
+    git("tag", "v0.1.0", BASELINE_COMMIT, cwd=repo)
+    # Lay the working tree (uncommitted changes included, ignored files excluded) over HEAD.
+    listed = git("ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=REPO_ROOT)
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        target = repo / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        elif target.exists():
+            target.unlink()
+    commit_all(repo, "working tree")
+    git("tag", "v0.2.0", cwd=repo)
+    return repo
+
+
+def old_project_with_local_edits(template_repo: Path, destination: Path) -> None:
+    render_variant(ANSWERS, destination, template=template_repo, vcs_ref="v0.1.0")
+    git("init", "--quiet", "--initial-branch=main", cwd=destination)
+    commit_all(destination, "generated from v0.1.0")
+    # What a user does after generating: customise a module, add their own code, run the service
+    # (which leaves a task in the v0.1.0 database location).
+    main = destination / "src" / "example_service" / "main.py"
+    main.write_text(main.read_text() + 'app.title = "Customised locally"\n')
+    (destination / "src" / "example_service" / "custom.py").write_text('"""Our own code."""\n\nANSWER = 42\n')
+    (destination / "var").mkdir()
+    with sqlite3.connect(destination / "var" / "tasks.db") as db:
+        db.execute("CREATE TABLE marker (task_id TEXT)")
+        db.execute("INSERT INTO marker VALUES ('accepted-before-update')")
+    commit_all(destination, "local edits")
+
+
+@pytest.fixture(scope="module")
+def updated(
+    template_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    project = tmp_path_factory.mktemp("updated") / "service"
+    old_project_with_local_edits(template_repo, project)
+    result = copier(
+        "update", "--trust", "--defaults", "--skip-tasks", "--conflict", "inline", "--vcs-ref", "v0.2.0", cwd=project
+    )
+    return project, result
+
+
+def test_update_reaches_the_new_version_without_conflicts(
+    updated: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    project, _ = updated
+    answers = (project / ".copier-answers.yml").read_text()
+    assert "_commit: v0.2.0" in answers
+    leftovers = [str(p.relative_to(project)) for p in walk_files(project) if p.suffix == ".rej"]
+    assert leftovers == []
+    markers = run(["git", "grep", "-l", "-E", "^(<<<<<<<|>>>>>>>) "], cwd=project)
+    assert markers.stdout == "", f"conflict markers in: {markers.stdout}"
+
+
+def test_local_edits_survive_the_update(updated: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    project, _ = updated
+    assert 'app.title = "Customised locally"' in (project / "src" / "example_service" / "main.py").read_text()
+    assert (project / "src" / "example_service" / "custom.py").read_text().endswith("ANSWER = 42\n")
+
+
+def test_the_v0_2_0_migration_moved_the_task_database(updated: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    project, result = updated
+    assert not (project / "var" / "tasks.db").exists()
+    with sqlite3.connect(project / "var" / "state" / "tasks.db") as db:
+        assert db.execute("SELECT task_id FROM marker").fetchall() == [("accepted-before-update",)]
+    assert "moved var/tasks.db to var/state/tasks.db" in result.stdout + result.stderr
+
+
+def test_an_updated_project_equals_a_fresh_copy_plus_the_local_edits(
+    updated: tuple[Path, subprocess.CompletedProcess[str]], template_repo: Path, tmp_path: Path
+) -> None:
+    project, _ = updated
+    fresh = tmp_path / "fresh"
+    render_variant(ANSWERS, fresh, template=template_repo, vcs_ref="v0.2.0")
+    ignore = {".git", "var"}
+    mine = {str(p.relative_to(project)) for p in walk_files(project) if not ignore & set(p.relative_to(project).parts)}
+    theirs = {str(p.relative_to(fresh)) for p in walk_files(fresh)}
+    assert mine - theirs == {"src/example_service/custom.py"}
+    assert theirs - mine == set()
+    differing = {name for name in mine & theirs if (project / name).read_bytes() != (fresh / name).read_bytes()}
+    assert differing == {"src/example_service/main.py"}
+
+
+def test_the_updated_project_passes_its_tests(
+    updated: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    project, _ = updated
+    sync_project(project)
+    project_pytest(project, tmp_path / "bt", "-m", "not slow")
