@@ -95,7 +95,11 @@ def ensure_environment(options: argparse.Namespace) -> None:
     python = venv / "bin" / "python"
     print(f"installing bench/requirements.txt into {venv} ({', '.join(missing)} missing here)", flush=True)
     if not python.exists():
-        subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+        # The host's packages stay visible: the deployment part uses the test tools installed there
+        # (pytest, moto, boto3; see .ci/install-deploy.sh), and only what is missing is installed.
+        subprocess.run(
+            [uv, "venv", "--quiet", "--system-site-packages", "--python", sys.executable, str(venv)], check=True
+        )
     subprocess.run(
         [
             uv,
