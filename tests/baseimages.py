@@ -12,6 +12,9 @@ official rust image, and this machine's CA bundle with the variables pip, uv and
 builds can reach the package registries through this network's TLS proxy. That bundle lives only
 in these test images; the Dockerfiles users get never mention it.
 
+`redis:7` (what the rendered compose.yaml runs) is made the same way: Debian's redis-server, with
+the official image's working folder, command and entrypoint behaviour (see REDIS_ENTRYPOINT).
+
 Images are cached: a tag whose recipe label matches is reused, so only the first run on a
 machine pays for debootstrap (about two minutes per Debian release).
 """
@@ -25,7 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,34 @@ BUILDER_PACKAGES = ("gcc", "libc6-dev")
 RECIPE_VERSION = "1"
 RECIPE_LABEL = "org.copier-fastapi-tasks.test-recipe"
 LOCK_FILE = Path(tempfile.gettempdir()) / "copier-fastapi-tasks-baseimages.lock"
+# The Debian release whose redis-server has the major version of an official `redis:N` tag.
+DEBIAN_REDIS = {"7": "bookworm"}
+# redis-server depends on redis-tools, which brings redis-cli (compose healthchecks run it).
+REDIS_PACKAGES = ("redis-server",)
+# What the official image's docker-entrypoint.sh does, in short. Its redis-server is compiled
+# with protected mode off (a container's port is reached through Docker's network only); Debian's
+# keeps it on and would refuse every other container, so it is turned off here unless the command
+# names it. Then, as root, the data folder is given to the redis user, who runs the server.
+REDIS_ENTRYPOINT = """#!/bin/sh
+set -e
+case "$1" in -*) set -- redis-server "$@" ;; esac
+if [ "$1" = redis-server ]; then
+    case " $* " in *" --protected-mode "*) ;; *) set -- "$@" --protected-mode no ;; esac
+    if [ "$(id -u)" = 0 ]; then
+        find . \\! -user redis -exec chown redis '{}' +
+        exec setpriv --reuid=redis --regid=redis --init-groups "$@"
+    fi
+fi
+exec "$@"
+"""
+# The official image's configuration, as `docker import --change` instructions.
+REDIS_CHANGES = (
+    "WORKDIR /data",
+    "VOLUME /data",
+    "EXPOSE 6379",
+    'ENTRYPOINT ["docker-entrypoint.sh"]',
+    'CMD ["redis-server"]',
+)
 
 _TEST_TLS_ENV = (
     "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "
@@ -53,6 +84,7 @@ _IMAGE_ARG = re.compile(r"^ARG\s+(\w+_IMAGE)=(\S+)\s*$", re.MULTILINE)
 _PYTHON_SLIM = re.compile(r"^python:(?P<python>\d+\.\d+)-slim-(?P<suite>\w+)$")
 _PYTHON_FULL = re.compile(r"^python:(?P<python>\d+\.\d+)-(?P<suite>\w+)$")
 _RUST_SLIM = re.compile(r"^rust:(?P<rust>[\d.]+)-slim-(?P<suite>\w+)$")
+_REDIS = re.compile(r"^redis:(?P<major>\d+)$")
 
 
 class BaseImageUnavailable(Exception):
@@ -86,12 +118,17 @@ def image_defaults(dockerfile: Path) -> dict[str, str]:
 
 def ensure_images(tags: list[str]) -> list[Built]:
     """Make every tag in `tags` exist (stand-ins made here), reusing cached ones."""
+    wanted = list(dict.fromkeys(tags))
     with _exclusive():
-        # debootstrap is mostly waiting on downloads: make the Debian releases side by side.
-        suites = {match["suite"] for tag in tags if (match := _PYTHON_SLIM.match(tag) or _PYTHON_FULL.match(tag))}
+        # debootstrap is mostly waiting on downloads: make the Debian releases (and redis, which
+        # is a debootstrap of its own) side by side.
+        suites = {match["suite"] for tag in wanted if (match := _PYTHON_SLIM.match(tag) or _PYTHON_FULL.match(tag))}
         with concurrent.futures.ThreadPoolExecutor() as pool:
-            list(pool.map(_debootstrap_import, sorted(suites & DEBIAN_PYTHON.keys())))
-        return [_ensure(tag) for tag in dict.fromkeys(tags)]
+            raw = [pool.submit(_debootstrap_import, suite) for suite in sorted(suites & DEBIAN_PYTHON.keys())]
+            redis = {tag: pool.submit(_ensure, tag) for tag in wanted if _REDIS.match(tag)}
+            for made in raw:
+                made.result()
+        return [redis[tag].result() if tag in redis else _ensure(tag) for tag in wanted]
 
 
 def _ensure(tag: str) -> Built:
@@ -101,6 +138,8 @@ def _ensure(tag: str) -> Built:
         return _rust_slim(tag, match["suite"])
     if match := _PYTHON_FULL.match(tag):
         return _python_builder(tag, match["python"], match["suite"])
+    if match := _REDIS.match(tag):
+        return _redis(tag, match["major"])
     raise BaseImageUnavailable(f"no recipe makes a stand-in for {tag}")
 
 
@@ -190,25 +229,53 @@ def _rust_slim(tag: str, suite: str) -> Built:
     return Built(tag, cached=False)
 
 
+def _redis(tag: str, major: str) -> Built:
+    """Debian's redis-server, configured like the official image (WORKDIR /data, entrypoint)."""
+    suite = DEBIAN_REDIS.get(major)
+    if suite is None:
+        raise BaseImageUnavailable(f"{tag} cannot be made here: no Debian release known here ships Redis {major}")
+    recipe = _recipe("redis", suite, *REDIS_PACKAGES, REDIS_ENTRYPOINT, *REDIS_CHANGES)
+    if _has(tag, recipe):
+        return Built(tag, cached=True)
+
+    def add_entrypoint(rootfs: Path) -> None:
+        entrypoint = rootfs / "usr/local/bin/docker-entrypoint.sh"
+        entrypoint.write_text(REDIS_ENTRYPOINT)
+        entrypoint.chmod(0o755)
+        (rootfs / "data").mkdir()
+
+    _debootstrap(tag, recipe, suite, REDIS_PACKAGES, REDIS_CHANGES, finish=add_entrypoint)
+    return Built(tag, cached=False)
+
+
 def _debootstrap_import(suite: str) -> str:
     """Debian `suite` with SLIM_PACKAGES, as an image; returns its tag."""
     raw_tag = f"copier-fastapi-tasks-test/debian:{suite}-python"
     recipe = _recipe("debootstrap", suite, *SLIM_PACKAGES)
-    if _has(raw_tag, recipe):
-        return raw_tag
+    if not _has(raw_tag, recipe):
+        _debootstrap(raw_tag, recipe, suite, SLIM_PACKAGES, ('CMD ["bash"]',))
+    return raw_tag
+
+
+def _debootstrap(
+    tag: str,
+    recipe: str,
+    suite: str,
+    packages: tuple[str, ...],
+    changes: tuple[str, ...],
+    finish: Callable[[Path], None] | None = None,
+) -> None:
+    """`docker import` a minimal Debian `suite` with `packages` as `tag`, labelled with `recipe`.
+
+    `changes` are the image's configuration (Dockerfile instructions); `finish` may add files to
+    the root file system before it is imported.
+    """
     if shutil.which("debootstrap") is None:
         raise BaseImageUnavailable("debootstrap is not installed (.ci/install-deploy.sh installs it)")
     with tempfile.TemporaryDirectory(dir="/var/tmp") as work:
         rootfs = Path(work) / "rootfs"
         result = subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(SLIM_PACKAGES)}",
-                suite,
-                str(rootfs),
-                DEBIAN_MIRROR,
-            ],
+            ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(rootfs), DEBIAN_MIRROR],
             capture_output=True,
             text=True,
             check=False,
@@ -220,18 +287,13 @@ def _debootstrap_import(suite: str) -> str:
             shutil.rmtree(rootfs / leftover, ignore_errors=True)
         (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
         (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True)
+        if finish is not None:
+            finish(rootfs)
         archive = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
-        docker(
-            "import",
-            "--change",
-            f'LABEL {RECIPE_LABEL}="{recipe}"',
-            "--change",
-            'CMD ["bash"]',
-            "-",
-            raw_tag,
-            input_bytes=archive,
-        )
-    return raw_tag
+        configuration = [
+            arg for change in (f'LABEL {RECIPE_LABEL}="{recipe}"', *changes) for arg in ("--change", change)
+        ]
+        docker("import", *configuration, "-", tag, input_bytes=archive)
 
 
 def _build(tag: str, context: Path, dockerfile: str) -> None:
