@@ -17,12 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .baseimages import BaseImageUnavailable, docker, ensure_images, image_defaults
 from .rendering import Variant, local_interpreter, render_variant, run, tool
 
 IMAGE_REPOSITORY = "copier-fastapi-tasks-test"
+
+# One `deploy_target: both` variant per runner: the Lambda runtime tests run their Lambda images,
+# and bench/deploy_bench.py measures both of their images.
+DEPLOYED_VARIANTS = [
+    Variant(
+        {
+            "python_version": "3.11",
+            "deploy_target": "both",
+            "task_runner": task_runner,
+            "task_queue": "none",
+            "include_examples": True,
+        }
+    )
+    for task_runner in ("python", "rust")
+]
 
 
 def docker_engine_problem() -> str | None:
@@ -106,6 +119,9 @@ class ImageBuilds:
                 self._built[variant.id] = error
                 raise
         built = self._built[variant.id]
+        # Imported here: bench/ uses this module's other helpers where pytest is not installed.
+        import pytest
+
         if isinstance(built, str):
             pytest.skip(built)
         if isinstance(built, Exception):
@@ -137,6 +153,12 @@ class Container:
     def published_port(self, container_port: int) -> int:
         mapping = docker("port", self.id, str(container_port)).stdout.decode().splitlines()[0]
         return int(mapping.rsplit(":", 1)[1])
+
+    def processes(self) -> list[tuple[str, str]]:
+        """The container's processes as (uid, command line) pairs."""
+        # docker top needs the pid column to map the processes into the container.
+        listed = docker("top", self.id, "-eo", "pid,uid,args").stdout.decode().splitlines()[1:]
+        return [(uid, args) for _, uid, args in (line.split(None, 2) for line in listed)]
 
     def exec(self, *command: str) -> str:
         return docker("exec", self.id, *command).stdout.decode().strip()

@@ -13,20 +13,17 @@ comment lines differ); include_examples adds three ENV lines and the examples th
 """
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import yaml
 
 from . import lambda_events as events
+from . import local_aws
 from .images import (
+    DEPLOYED_VARIANTS,
     Container,
     ImageBuilds,
     docker_engine_problem,
@@ -34,6 +31,7 @@ from .images import (
     rie_binary,
     wait_until,
 )
+from .local_aws import CREDENTIALS, REGION, local_stack
 from .rendering import REPO_ROOT, Variant, free_port
 
 ENGINE_PROBLEM = docker_engine_problem()
@@ -43,105 +41,15 @@ pytestmark = [
     pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=f"Docker tests skipped: {ENGINE_PROBLEM}"),
 ]
 
-LAMBDA_VARIANTS = [
-    Variant(
-        {
-            "python_version": "3.11",
-            "deploy_target": "both",
-            "task_runner": task_runner,
-            "task_queue": "none",
-            "include_examples": True,
-        }
-    )
-    for task_runner in ("python", "rust")
-]
 PACKAGE = "example_service"
-REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
-
-
-@dataclass
-class LocalAws:
-    """moto's server on a loopback port, with the queue, dead-letter queue and table of a stack."""
-
-    endpoint: str
-    queue_url: str
-    queue_arn: str
-    table: str
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, **_lower_keys(CREDENTIALS))
-
-
-def _lower_keys(credentials: dict[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in credentials.items()}
+# An unprivileged uid with no entry in the image, like the one Lambda runs functions as.
+LAMBDA_UID = 993
 
 
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: http("GET", f"{endpoint}/moto-api/").status < 500, 30, what="moto server")
+    with local_aws.moto_server() as endpoint:
         yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def sam_resources(project: Path) -> dict[str, Any]:
-    """template.yaml's Resources, with CloudFormation's !Ref/!GetAtt/!Sub tags read as plain values."""
-
-    class CloudFormationLoader(yaml.SafeLoader):
-        pass
-
-    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            return loader.construct_scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node)
-        return loader.construct_mapping(node)  # type: ignore[arg-type]
-
-    CloudFormationLoader.add_multi_constructor("!", any_tag)
-    template = yaml.load((project / "template.yaml").read_text(), Loader=CloudFormationLoader)
-    return dict(template["Resources"])
-
-
-def local_stack(endpoint: str, project: Path, name: str) -> LocalAws:
-    """The queue pair and the table as template.yaml declares them (its table definition is used
-    as is, so a table the code cannot use fails here)."""
-    resources = sam_resources(project)
-    table_properties = {
-        key: value
-        for key, value in resources["TaskTable"]["Properties"].items()
-        if key in {"AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode"}
-    }
-    aws = LocalAws(endpoint=endpoint, queue_url="", queue_arn="", table=f"{name}-tasks")
-    dynamodb = aws.client("dynamodb")
-    dynamodb.create_table(TableName=aws.table, **table_properties)
-    sqs = aws.client("sqs")
-    dead_letters = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letters, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    queue_properties = resources["TaskQueue"]["Properties"]
-    redrive = {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "3"}
-    aws.queue_url = sqs.create_queue(
-        QueueName=f"{name}-tasks",
-        Attributes={
-            "VisibilityTimeout": str(queue_properties["VisibilityTimeout"]),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-    )["QueueUrl"]
-    aws.queue_arn = sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    return aws
 
 
 class LambdaContainer:
@@ -164,6 +72,13 @@ class LambdaContainer:
             f"{PACKAGE}.lambda_handler.handler",
             env=env,
             options=(
+                # As Lambda runs it: a user the image does not know, a read-only root file system
+                # and a writable /tmp.
+                "--user",
+                f"{LAMBDA_UID}:{LAMBDA_UID}",
+                "--read-only",
+                "--tmpfs",
+                "/tmp",
                 "--network",
                 "host",
                 "--volume",
@@ -196,7 +111,7 @@ def rie() -> Path:
     return rie_binary(REPO_ROOT / ".cache" / "rie")
 
 
-@pytest.mark.parametrize("variant", LAMBDA_VARIANTS, ids=lambda v: v.id)
+@pytest.mark.parametrize("variant", DEPLOYED_VARIANTS, ids=lambda v: v.id)
 def test_http_events_of_every_kind_reach_the_app(variant: Variant, lambda_images: ImageBuilds, rie: Path) -> None:
     _, built = lambda_images.get(variant)
     print(f"\n{variant.id}: Lambda image {built.size_mb:.0f} MB, built in {built.seconds:.0f} s")
@@ -216,13 +131,15 @@ def test_http_events_of_every_kind_reach_the_app(variant: Variant, lambda_images
         # The app started once for all those invocations (Mangum's lifespan would start it per event).
         started = [line for line in function.container.json_logs() if line.get("message") == "service started"]
         assert len(started) == 1, started
-        uid = function.container.inspect("{{.Config.User}}")
-        assert uid == "10001:10001"
+        # The function's runtime ran as that user (nothing in the image needed root or a name).
+        processes = function.container.processes()
+        assert any(args.startswith("python -m awslambdaric") for _, args in processes), processes
+        assert {uid for uid, _ in processes} == {str(LAMBDA_UID)}, processes
     finally:
         function.close()
 
 
-@pytest.mark.parametrize("variant", LAMBDA_VARIANTS, ids=lambda v: v.id)
+@pytest.mark.parametrize("variant", DEPLOYED_VARIANTS, ids=lambda v: v.id)
 def test_tasks_go_through_sqs_and_their_status_through_dynamodb(
     variant: Variant, lambda_images: ImageBuilds, rie: Path, moto_server: str
 ) -> None:
