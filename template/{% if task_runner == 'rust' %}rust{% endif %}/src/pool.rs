@@ -244,6 +244,30 @@ impl<T> Shared<T> {
         !state.stopped
     }
 
+    /// Waits on `work_done` until `settled` holds or `deadline` passes (`None`: no deadline).
+    fn wait_done<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<T>>,
+        deadline: Option<Instant>,
+        settled: impl Fn(&State<T>) -> bool,
+    ) -> MutexGuard<'a, State<T>> {
+        while !settled(&state) {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .work_done
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state
+    }
+
     /// Gives back the leave of `begin_event`; returns whether the pool has stopped meanwhile.
     fn end_event(&self) -> bool {
         let mut state = self.lock();
@@ -377,38 +401,15 @@ impl<T: Task> Pool<T> {
         let mut state = self.shared.lock();
         state.closed = true;
         self.shared.work_ready.notify_all();
-        while !state.is_idle() {
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
-            };
-            if left.is_zero() {
-                break;
-            }
-            state = self
-                .shared
-                .work_done
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        state = self.shared.wait_done(state, deadline, State::is_idle);
         state.stopped = true;
         self.shared.work_ready.notify_all();
         // An event under way is delivered before `drain` returns, and its outcome counted, so a
         // task is never both reported unfinished and recorded as finished.
-        let grace_end = Instant::now() + EVENT_GRACE;
-        while state.notifying > 0 {
-            let left = grace_end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = self
-                .shared
-                .work_done
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let grace_end = Instant::now().checked_add(EVENT_GRACE);
+        state = self
+            .shared
+            .wait_done(state, grace_end, |state| state.notifying == 0);
         let dropped = state.take_waiting();
         Drained {
             unfinished: state.unfinished(),
