@@ -306,3 +306,28 @@ def test_a_task_cut_off_by_shutdown_stays_recorded_and_is_named_in_the_log(
     assert store_states(tmp_path, [task_id]) == {task_id: "running"}
     restarted = start_server()
     assert final_states(restarted, [task_id], timeout=30) == {task_id: "succeeded"}
+
+
+def test_a_body_declared_too_large_is_answered_413_before_a_byte_of_it_is_sent(
+    start_server: Any,
+) -> None:
+    server = start_server()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        # Headers that announce 10 GiB, and none of the body: a server that waited for the body
+        # before answering would leave this read to time out.
+        connection.sendall(
+            b"POST /nap?seconds=0 HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n"
+        )
+        answer = b""
+        # Read until the server closes the connection, which it does rather than read the body.
+        while received := connection.recv(65536):
+            answer += received
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    error = json.loads(body)["error"]
+    assert error["code"] == "content_too_large"
+    assert f"x-request-id: {error['request_id']}".lower().encode() in head.lower()
+    # The endpoint never ran: no task was scheduled.
+    assert httpx.get(f"{server.base_url}/tasks", timeout=5).json() == []

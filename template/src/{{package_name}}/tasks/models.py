@@ -3,7 +3,7 @@
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -54,3 +54,12 @@ class TaskRecord:
     # The runner that may run this record; None when a broker owns its delivery.
     owner: str | None = None
     request_id: str | None = None
+
+    def expires_at(self, retention: timedelta | None) -> datetime | None:
+        """When a store that keeps records for `retention` deletes this one.
+
+        Never while it is unfinished, whatever its age, nor when `retention` is None.
+        """
+        if retention is None or not self.state.is_final or self.finished_at is None:
+            return None
+        return self.finished_at + retention

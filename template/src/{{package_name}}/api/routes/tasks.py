@@ -50,7 +50,12 @@ def list_tasks(
 
 @router.get(
     "/{task_id}",
-    responses={404: {"model": ErrorEnvelope, "description": "No task has this id"}},
+    responses={
+        404: {
+            "model": ErrorEnvelope,
+            "description": "No task has this id, or its record outlived TASK_RETENTION_SECONDS",
+        }
+    },
 )
 def get_task(request: Request, task_id: str) -> TaskStatus:
     service: TaskService = request.app.state.tasks

@@ -2,7 +2,8 @@
 
 Every runner writes its heartbeat to the task store. A record whose owner stopped beating (a
 `kill -9`, a lost host) or retired (a drain that left work behind) is claimed by a live runner and
-run again: delivery is at-least-once.
+run again: delivery is at-least-once. On the same beat the runner deletes the finished records
+whose retention (`TASK_RETENTION_SECONDS`) has passed.
 """
 
 import asyncio
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 # Orphans are claimed this many at a time, each with a queue slot reserved beforehand.
 RECOVERY_BATCH = 16
+# Expired records are deleted this many per statement, and at most PURGE_BATCHES statements a
+# beat: a backlog (retention just shortened) is worked off over several beats instead of holding
+# the database's write lock, or delaying the next heartbeat, for long.
+PURGE_BATCH = 500
+PURGE_BATCHES = 10
 
 
 class Caretaker:
@@ -82,6 +88,18 @@ class Caretaker:
             if len(orphans) < slots:
                 return
 
+    async def purge_expired(self) -> int:
+        """Delete finished records past their retention; say how many went."""
+        purged = 0
+        for _ in range(PURGE_BATCHES):
+            deleted = await asyncio.to_thread(self._store.purge_expired, PURGE_BATCH)
+            purged += deleted
+            if deleted < PURGE_BATCH:
+                break
+        if purged:
+            logger.info("deleted task records past their retention", extra={"purged": purged})
+        return purged
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
@@ -89,6 +107,10 @@ class Caretaker:
                 await self.look_after_orphans()
             except Exception:
                 logger.exception("task store heartbeat failed; will try again")
+            try:
+                await self.purge_expired()
+            except Exception:
+                logger.exception("deleting expired task records failed; will try again")
 
 
 def seconds_until(moment: datetime | None) -> float:

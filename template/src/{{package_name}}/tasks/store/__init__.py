@@ -2,6 +2,7 @@
 `dynamodb://table`."""
 
 import importlib
+from datetime import timedelta
 from pathlib import Path
 
 from .base import TaskStore
@@ -11,24 +12,31 @@ from .sqlite import SqliteTaskStore
 __all__ = ["MemoryTaskStore", "SqliteTaskStore", "TaskStore", "open_store"]
 
 
-def open_store(url: str) -> TaskStore:
-    """Open the store a `TASK_STORE_URL` names; a URL of an unknown kind is a clear error."""
+def open_store(url: str, *, retention: timedelta | None) -> TaskStore:
+    """Open the store a `TASK_STORE_URL` names; a URL of an unknown kind is a clear error.
+
+    The store deletes finished records `retention` after they finished (None: never).
+    """
     if url == "memory://":
-        return MemoryTaskStore()
+        return MemoryTaskStore(retention=retention)
     if url.startswith("sqlite:///"):
-        return SqliteTaskStore(Path(url.removeprefix("sqlite:///")))
+        return SqliteTaskStore(Path(url.removeprefix("sqlite:///")), retention=retention)
     if url.startswith(("redis://", "rediss://")):
-        return _open_generated_only("redis", "RedisTaskStore", url, "task_queue 'celery'")
+        return _open_generated_only(
+            "redis", "RedisTaskStore", url, retention, "task_queue 'celery'"
+        )
     if url.startswith("dynamodb://"):
         return _open_generated_only(
-            "dynamodb", "DynamoDbTaskStore", url, "deploy_target 'lambda' or 'both'"
+            "dynamodb", "DynamoDbTaskStore", url, retention, "deploy_target 'lambda' or 'both'"
         )
     raise ValueError(
         f"TASK_STORE_URL {url!r} is not supported: use sqlite:///path/to/tasks.db or memory://"
     )
 
 
-def _open_generated_only(module: str, class_name: str, url: str, answer: str) -> TaskStore:
+def _open_generated_only(
+    module: str, class_name: str, url: str, retention: timedelta | None, answer: str
+) -> TaskStore:
     """Open a store whose module only services generated with `answer` have."""
     qualified = f"{__name__}.{module}"
     try:
@@ -40,5 +48,5 @@ def _open_generated_only(module: str, class_name: str, url: str, answer: str) ->
             f"TASK_STORE_URL {url!r} needs the {module} task store, which only services "
             f"generated with {answer} have"
         ) from error
-    store: TaskStore = getattr(store_module, class_name)(url)
+    store: TaskStore = getattr(store_module, class_name)(url, retention=retention)
     return store

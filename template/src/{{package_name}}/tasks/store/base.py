@@ -6,7 +6,14 @@ from ..models import TaskRecord, TaskState
 
 
 class TaskStore(Protocol):
-    """Where task records live. Implementations must be safe to call from any thread."""
+    """Where task records live. Implementations must be safe to call from any thread.
+
+    Every store is opened with a retention (`TASK_RETENTION_SECONDS`; None keeps records forever)
+    and deletes a succeeded or failed record once that long has passed since it finished
+    (`TaskRecord.expires_at`); an unfinished record is never deleted. Where the database expires
+    entries itself (Redis, DynamoDB) the store marks each final record as it saves it; the others
+    (SQLite, memory) delete in `purge_expired`, which the in-process runners call on every beat.
+    """
 
     def save(self, record: TaskRecord) -> None:
         """Insert or replace the record (each record has one writer at a time: its runner)."""
@@ -30,6 +37,9 @@ class TaskStore(Protocol):
         seconds. Claiming counts as a heartbeat of `owner` (so what it claims is not claimed
         back from it), and is atomic: two live runners never get the same record.
         """
+
+    def purge_expired(self, limit: int) -> int:
+        """Delete up to `limit` records past their retention; say how many were deleted."""
 
     def ping(self) -> None:
         """Raise if the store cannot be used."""

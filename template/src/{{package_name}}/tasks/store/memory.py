@@ -3,12 +3,14 @@
 import copy
 import threading
 import time
+from datetime import datetime, timedelta
 
-from ..models import TaskRecord, TaskState
+from ..models import TaskRecord, TaskState, utcnow
 
 
 class MemoryTaskStore:
-    def __init__(self) -> None:
+    def __init__(self, *, retention: timedelta | None = None) -> None:
+        self.retention = retention
         self._records: dict[str, TaskRecord] = {}
         self._heartbeats: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -51,6 +53,20 @@ class MemoryTaskStore:
                     record.owner = owner
                     claimed.append(copy.deepcopy(record))
         return claimed
+
+    def purge_expired(self, limit: int) -> int:
+        now = utcnow()
+        with self._lock:
+            expired = [
+                task_id for task_id, record in self._records.items() if self._expired(record, now)
+            ][:limit]
+            for task_id in expired:
+                del self._records[task_id]
+        return len(expired)
+
+    def _expired(self, record: TaskRecord, now: datetime) -> bool:
+        expires_at = record.expires_at(self.retention)
+        return expires_at is not None and expires_at <= now
 
     def ping(self) -> None:
         return None

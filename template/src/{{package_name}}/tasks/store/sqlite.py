@@ -9,11 +9,11 @@ import json
 import sqlite3
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..models import TaskRecord, TaskState
+from ..models import TaskRecord, TaskState, utcnow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
+CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
 """
 
@@ -45,8 +46,9 @@ _FINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
 
 
 class SqliteTaskStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, retention: timedelta | None = None) -> None:
         self.path = path
+        self.retention = retention
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per OS thread, keyed by the thread's id rather than kept in a
         # threading.local: a native (Rust) worker thread gets a fresh Python thread state each
@@ -139,6 +141,23 @@ class SqliteTaskStore:
         for record in claimed:
             record.owner = owner
         return claimed
+
+    def purge_expired(self, limit: int) -> int:
+        if self.retention is None:
+            return 0
+        # finished_at is ISO 8601 text in UTC, so text order is time order (and the index's).
+        cutoff = (utcnow() - self.retention).isoformat()
+        deleted = self._connection().execute(
+            """
+            DELETE FROM tasks WHERE task_id IN (
+                SELECT task_id FROM tasks
+                WHERE finished_at <= ? AND state IN (?, ?)
+                LIMIT ?
+            )
+            """,
+            (cutoff, *_FINAL_STATES, limit),
+        )
+        return deleted.rowcount
 
     def ping(self) -> None:
         self._connection().execute("SELECT 1").fetchone()

@@ -31,7 +31,10 @@ _CHUNK = 1024 * 1024
         }
     },
     responses={
-        413: {"model": ErrorEnvelope, "description": "File larger than MAX_UPLOAD_BYTES"},
+        413: {
+            "model": ErrorEnvelope,
+            "description": "File larger than MAX_UPLOAD_BYTES (or body than MAX_REQUEST_BYTES)",
+        },
         415: {"model": ErrorEnvelope, "description": "Not a text document"},
         503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"},
     },
