@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,9 +42,7 @@ def docker_problem() -> str | None:
 
 def wanted_images() -> list[dict[str, str]]:
     """deploy_bench's variants and the tags it builds them under."""
-    import deploy_bench
-
-    from tests.images import image_tag
+    from tests.images import DEPLOYED_VARIANTS, image_tag
 
     return [
         {
@@ -52,7 +51,7 @@ def wanted_images() -> list[dict[str, str]]:
             "image": kind,
             "tag": image_tag(variant, kind),
         }
-        for variant in deploy_bench.VARIANTS
+        for variant in DEPLOYED_VARIANTS
         for kind in ("container", "lambda")
     ]
 
@@ -121,7 +120,9 @@ def full_run(logs: Path, runs: int, timeout: float) -> dict[str, Any]:
     report["source"] = f"bench/deploy_bench.py --runs {runs}"
     import deploy_bench
 
-    add_base_sizes(report, deploy_bench.WORK / deploy_bench.VARIANTS[0].id)
+    from tests.images import DEPLOYED_VARIANTS
+
+    add_base_sizes(report, deploy_bench.WORK / DEPLOYED_VARIANTS[0].id)
     return report
 
 
@@ -197,12 +198,10 @@ def smoke_lambda(output: Path, work: Path) -> None:
     """deploy_bench's Lambda measurement, once, on a fresh render of its first variant."""
     import deploy_bench
 
-    from tests.images import prepare_project
+    from tests.images import DEPLOYED_VARIANTS, prepare_project
 
-    variant = deploy_bench.VARIANTS[0]
+    variant = DEPLOYED_VARIANTS[0]
     project = work / variant.id
-    import shutil
-
     shutil.rmtree(project, ignore_errors=True)
     prepare_project(variant, project)
     numbers = deploy_bench.lambda_numbers(project, 1)

@@ -2,6 +2,7 @@
 
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,15 @@ def metric5(table: Table, results: dict[str, Any]) -> None:
 # -- the report -------------------------------------------------------------------------------
 
 
+def per_runner(results: dict[str, Any], metric: int, describe: Callable[[str], str]) -> list[str]:
+    """`describe(runner)` with the runner's short name, for each in-process runner that measured `metric`."""
+    return [
+        f"{describe(key)} ({RUNNERS[key].split(',')[0]})"
+        for key in ("python", "rust")
+        if unavailable_reason(results, key, metric) is None
+    ]
+
+
 def headline(results: dict[str, Any], sizes: Any) -> list[str]:
     lines = []
     if unavailable_reason(results, STOCK, 2) is None:
@@ -367,11 +377,7 @@ def headline(results: dict[str, Any], sizes: Any) -> list[str]:
                     )
     if unavailable_reason(results, STOCK, 1) is None:
         stock = m1_stats(results, STOCK)
-        parts = []
-        for key in ("python", "rust"):
-            if unavailable_reason(results, key, 1) is None:
-                template = m1_stats(results, key)
-                parts.append(f"{template['cost_p50']:+.2f} ms ({RUNNERS[key].split(',')[0]})")
+        parts = per_runner(results, 1, lambda key: f"{m1_stats(results, key)['cost_p50']:+.2f} ms")
         if parts and stock["cost_p50"] is not None:
             lines.append(
                 f"- Scheduling one task (stored durably, logged, a task id returned) adds {', '.join(parts)} to "
@@ -380,11 +386,7 @@ def headline(results: dict[str, Any], sizes: Any) -> list[str]:
             )
     if unavailable_reason(results, STOCK, 3) is None:
         stock = m3_stats(results, STOCK)
-        parts = []
-        for key in ("python", "rust"):
-            if unavailable_reason(results, key, 3) is None:
-                template = m3_stats(results, key)
-                parts.append(f"{seconds(template['seconds'])} ({RUNNERS[key].split(',')[0]})")
+        parts = per_runner(results, 3, lambda key: seconds(m3_stats(results, key)["seconds"]))
         if parts:
             lines.append(
                 f"- {sizes.tasks:,} tasks over HTTP until all are final: {', '.join(parts)} vs "

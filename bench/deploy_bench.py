@@ -17,7 +17,6 @@ Writes bench/results/deploy.md and deploy.json. Needs a Docker Engine and what
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -28,23 +27,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.images import Container, build_image, http, image_tag, prepare_project, wait_until  # noqa: E402
-from tests.rendering import Variant, free_port, run, tool  # noqa: E402
+from tests.images import DEPLOYED_VARIANTS, Container, build_image, http, image_tag, prepare_project, wait_until  # noqa: E402
+from tests.local_aws import local_stack, moto_server  # noqa: E402
+from tests.rendering import run, tool  # noqa: E402
 
 WORK = BENCH_DIR / ".work" / "deploy"
 RESULTS = BENCH_DIR / "results"
-VARIANTS = [
-    Variant(
-        {
-            "python_version": "3.11",
-            "deploy_target": "both",
-            "task_runner": runner,
-            "task_queue": "none",
-            "include_examples": True,
-        }
-    )
-    for runner in ("python", "rust")
-]
 PACKAGE = "example_service"
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -151,59 +139,24 @@ def startup_seconds(image: str, runs: int) -> float:
     return median(times)
 
 
-def local_aws() -> tuple[subprocess.Popen[bytes], str, str]:
-    """moto's server on a loopback port with a task table and queue: (server, endpoint, queue URL)."""
-    import boto3
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http("GET", f"{endpoint}/moto-api/").status < 500, 30, what="moto server")
-    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", **credentials)
-    client.create_table(
-        TableName="tasks",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": name, "AttributeType": "S"} for name in ("task_id", "state", "created_at")
-        ],
-        KeySchema=[{"AttributeName": "task_id", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "by_state",
-                "KeySchema": [
-                    {"AttributeName": "state", "KeyType": "HASH"},
-                    {"AttributeName": "created_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", **credentials)
-    return server, endpoint, sqs.create_queue(QueueName="tasks")["QueueUrl"]
-
-
 def lambda_numbers(project: Path, runs: int) -> dict[str, dict[str, float]]:
     synced = run([tool("uv"), "sync", "--quiet"], cwd=project, env={"UV_PYTHON_DOWNLOADS": "never"})
     assert synced.returncode == 0, synced.stderr
     (project / "stock_mangum.py").write_text(STOCK_MODULE)
     probe = project / "lambda_probe.py"
     probe.write_text(EVENT_FUNCTION + textwrap.dedent(PROBE).format(package=PACKAGE))
-    server, endpoint, queue_url = local_aws()
-    rendered_env = {
-        **AWS_ENV,
-        "AWS_ENDPOINT_URL": endpoint,
-        "TASK_BACKEND": "sqs",
-        "TASK_QUEUE_URL": queue_url,
-        "TASK_STORE_URL": "dynamodb://tasks",
-        "LOG_LEVEL": "WARNING",
-    }
     results: dict[str, dict[str, float]] = {}
-    try:
+    with moto_server() as endpoint:
+        # The queue and table as the rendered template.yaml declares them, as in the Lambda tests.
+        aws = local_stack(endpoint, project, "bench")
+        rendered_env = {
+            **AWS_ENV,
+            "AWS_ENDPOINT_URL": endpoint,
+            "TASK_BACKEND": "sqs",
+            "TASK_QUEUE_URL": aws.queue_url,
+            "TASK_STORE_URL": f"dynamodb://{aws.table}",
+            "LOG_LEVEL": "WARNING",
+        }
         for kind, env in (("stock", AWS_ENV), ("rendered", rendered_env)):
             samples = []
             for _ in range(runs):
@@ -211,9 +164,6 @@ def lambda_numbers(project: Path, runs: int) -> dict[str, dict[str, float]]:
                 assert measured.returncode == 0, measured.stdout + measured.stderr[-3000:]
                 samples.append(json.loads(measured.stdout.strip().splitlines()[-1]))
             results[kind] = {key: median([sample[key] for sample in samples]) for key in samples[0]}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     return results
 
 
@@ -224,7 +174,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     report: dict[str, Any] = {"images": [], "lambda": {}}
-    for variant in VARIANTS:
+    for variant in DEPLOYED_VARIANTS:
         project = WORK / variant.id
         if not project.exists():
             prepare_project(variant, project)
@@ -235,7 +185,7 @@ def main() -> None:
                 entry["run_to_health_s"] = round(startup_seconds(built.tag, args.runs), 3)
             report["images"].append(entry)
             print(entry, flush=True)
-    report["lambda"] = lambda_numbers(WORK / VARIANTS[0].id, args.runs)
+    report["lambda"] = lambda_numbers(WORK / DEPLOYED_VARIANTS[0].id, args.runs)
     print(report["lambda"], flush=True)
 
     lines = [
