@@ -1,5 +1,7 @@
 """Liveness never checks dependencies; readiness does."""
 
+import threading
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -31,3 +33,20 @@ def test_ready_is_503_when_the_task_store_fails(
     assert error["code"] == "not_ready"
     assert error["details"] == [{"check": "task_store", "error": "OSError: disk gone"}]
     assert client.get("/health").status_code == 200
+
+
+def test_ready_reads_the_counters_off_the_event_loop(client: TestClient) -> None:
+    # The Celery runner reads them from Redis: on the loop, that would stall every request.
+    runner = client.app.state.tasks.runner  # type: ignore[attr-defined]
+    read_counters = runner.counters
+    threads: list[int] = []
+
+    def counters() -> object:
+        threads.append(threading.get_ident())
+        return read_counters()
+
+    runner.counters = counters
+    assert client.get("/ready").status_code == 200
+    loop_thread = client.portal.call(threading.get_ident)  # type: ignore[union-attr]
+    assert threads
+    assert loop_thread not in threads

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
@@ -56,14 +56,36 @@ def _stamp_ids(factory: Callable[..., logging.LogRecord]) -> Callable[..., loggi
     return make_record
 
 
+class Traceable(Protocol):
+    """What a task record tells the logs: its id and the request that scheduled it."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def request_id(self) -> str | None: ...
+
+
 @contextmanager
-def task_context(task_id: str) -> Iterator[None]:
-    """Log lines written inside carry `task_id`."""
-    token = task_id_var.set(task_id)
+def task_context(task: Traceable | str) -> Iterator[None]:
+    """Log lines written inside carry the task's `task_id` and the `request_id` it was scheduled by.
+
+    Given a record, both ids come from it, so a task's own lines (and the runner's about it) can be
+    followed back to the request that scheduled it; given only an id (a message not yet matched to
+    its record), the request id is left as it is.
+    """
+    if isinstance(task, str):
+        task_token = task_id_var.set(task)
+        request_token = None
+    else:
+        task_token = task_id_var.set(task.task_id)
+        request_token = request_id_var.set(task.request_id)
     try:
         yield
     finally:
-        task_id_var.reset(token)
+        if request_token is not None:
+            request_id_var.reset(request_token)
+        task_id_var.reset(task_token)
 
 
 _json_handler: logging.Handler | None = None

@@ -24,9 +24,44 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+def lost_last_attempt(record: TaskRecord, max_attempts: int) -> RuntimeError | None:
+    """Why a delivery of `record` must not run again, or None when it may.
+
+    A record comes back with all its attempts spent only when the process running the last one
+    died (killed for memory, a segfault, a function timeout) before it could record the outcome.
+    Running it again would break `max_attempts`, and a task that kills its process would crash
+    every process that claims it, forever: it is failed instead, a dead letter like any other.
+    """
+    if record.attempts < max_attempts:
+        return None
+    return RuntimeError(
+        f"the process died during its last attempt (attempt {record.attempts} of {max_attempts})"
+    )
+
+
 class TaskLedger:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
+
+    def begin_attempt(self, record: TaskRecord, max_attempts: int) -> int | None:
+        """Start the record's next attempt and return its number; or, when its attempts are all
+        spent (see `lost_last_attempt`), record it failed and return None: do not run it."""
+        lost = lost_last_attempt(record, max_attempts)
+        if lost is not None:
+            self.failed(record, lost)
+            return None
+        attempt = record.attempts + 1
+        self.started(record, attempt)
+        return attempt
+
+    def not_handed_over(self, record: TaskRecord, error: BaseException) -> None:
+        """The runner could not take a stored task (its pool refused it, say): nothing will run
+        it, so it is failed, saying why, rather than left `queued` forever."""
+        unsent = RuntimeError(
+            f"the task could not be handed to the runner: {describe_error(error)}"
+        )
+        unsent.__cause__ = error  # the logged traceback shows where the runner refused
+        self.failed(record, unsent)
 
     def started(self, record: TaskRecord, attempt: int) -> None:
         record.state = TaskState.RUNNING
@@ -82,7 +117,7 @@ class TaskLedger:
         error: BaseException | None = None,
         **fields: Any,
     ) -> None:
-        with task_context(record.task_id):
+        with task_context(record):
             logger.log(
                 level,
                 message,

@@ -9,6 +9,7 @@ the runner only after the response is sent, exactly like Starlette's BackgroundT
 concurrent, bounded, retried and visible at /tasks/{task_id}.
 """
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Annotated, Any, ParamSpec
 
 from fastapi import BackgroundTasks, Depends, Request
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 
 from ..errors import ServiceBusyError
 from ..logs import request_id_var, task_context
@@ -53,7 +55,9 @@ class TaskScheduler:
 
     service: TaskService
     background: BackgroundTasks
+    # Stored and reserved, not yet handed to the runner: only these may still be abandoned.
     _pending: list[TaskRecord] = field(default_factory=list)
+    _hand_over_queued: bool = False
 
     def add_task(self, fn: TaskSpec[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> TaskAccepted:
         """Accept a call of the registered task `fn`; it starts after the response is sent.
@@ -88,34 +92,71 @@ class TaskScheduler:
                 self.service.retry_after,
             ) from error
         self._pending.append(record)
-        self.background.add_task(runner.submit, record)
-        with task_context(record.task_id):
+        if not self._hand_over_queued:
+            # First of the request's background callbacks, so a plain BackgroundTasks callback
+            # that raises (Starlette stops at the first) or takes long cannot hold them back.
+            self.background.tasks.insert(0, BackgroundTask(self.hand_over))
+            self._hand_over_queued = True
+        with task_context(record):
             logger.info("task accepted", extra={"task_name": spec.name})
         return TaskAccepted(task_id=record.task_id, status_url=f"/tasks/{record.task_id}")
 
+    async def hand_over(self) -> None:
+        """Give the runner every task scheduled so far (once the response is sent).
+
+        Each record leaves `_pending` before `submit`: from then on it is the runner's, and
+        nothing that fails later in the request may fail it or release its reservation. A
+        runner that cannot take it raises; the record is then failed with the reason.
+        """
+        while self._pending:
+            record = self._pending.pop(0)
+            try:
+                await self.service.runner.submit(record)
+            except Exception as error:
+                await _record_not_handed_over(TaskLedger(self.service.store), record, error)
+
     def abandon(self, reason: BaseException) -> None:
-        """The request failed after scheduling: its tasks will never start; record that."""
+        """The request failed before its tasks were handed over: they will never start."""
         ledger = TaskLedger(self.service.store)
-        for record in self._pending:
+        while self._pending:
+            record = self._pending.pop(0)
             self.service.runner.release()
-            ledger.failed(
-                record,
-                RuntimeError(
-                    f"the request that scheduled this task failed ({type(reason).__name__})"
-                ),
-            )
-        self._pending.clear()
+            try:
+                ledger.failed(
+                    record,
+                    RuntimeError(
+                        f"the request that scheduled this task failed ({type(reason).__name__})"
+                    ),
+                )
+            except Exception:
+                with task_context(record):
+                    logger.exception("could not record that the request scheduling it failed")
+
+
+async def _record_not_handed_over(ledger: TaskLedger, record: TaskRecord, error: Exception) -> None:
+    try:
+        await asyncio.to_thread(ledger.not_handed_over, record, error)
+    except Exception:
+        with task_context(record):
+            logger.exception("could not record that the task was not handed to the runner")
 
 
 async def task_scheduler(
     request: Request, background: BackgroundTasks
 ) -> AsyncIterator[TaskScheduler]:
+    """The `Tasks` dependency. Its teardown runs once the response and the background callbacks
+    are done (FastAPI's default "request" scope), and it only ever touches records never handed
+    to the runner: an exception from the endpoint abandons them; one from a plain BackgroundTasks
+    callback comes after the hand-over (which runs first), when none are left."""
     scheduler = TaskScheduler(service=request.app.state.tasks, background=background)
     try:
         yield scheduler
     except Exception as error:
         scheduler.abandon(error)
         raise
+    else:
+        # An endpoint that returned a Response with a `background` of its own: ours never ran.
+        await scheduler.hand_over()
 
 
 Tasks = Annotated[TaskScheduler, Depends(task_scheduler)]

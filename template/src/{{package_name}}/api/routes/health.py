@@ -54,5 +54,6 @@ async def ready(request: Request) -> Readiness | JSONResponse:
         problems.append({"check": "task_runner", "error": runner_problem})
     if problems:
         return error_response(503, "not_ready", "The service is not ready.", details=problems)
-    counters = service.runner.counters()
+    # Off the loop: a runner may read them from a shared store (Celery: Redis round trips).
+    counters = await asyncio.to_thread(service.runner.counters)
     return Readiness(tasks=TaskCounters(**vars(counters)))

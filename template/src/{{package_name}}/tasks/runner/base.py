@@ -68,7 +68,8 @@ class TaskRunner(abc.ABC):
         """Stop taking work and wait up to `timeout` seconds for what is in flight."""
 
     @abc.abstractmethod
-    def counters(self) -> RunnerCounters: ...
+    def counters(self) -> RunnerCounters:
+        """May block (the Celery runner reads the shared store): call it off the event loop."""
 
     async def readiness(self) -> str | None:
         """None when the runner can take work, else the reason it cannot."""

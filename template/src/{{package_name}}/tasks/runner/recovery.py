@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ...logs import task_context
+from ..ledger import TaskLedger
 from ..models import TaskRecord, utcnow
 from ..store import TaskStore
 
@@ -32,7 +33,8 @@ class Caretaker:
 
     `reserve(n)` takes up to n queue slots and says how many it took, `release(n)` gives slots
     back, and `resume(record, delay)` runs a claimed record in a reserved slot after `delay`
-    seconds (what is left of its retry backoff).
+    seconds (what is left of its retry backoff); when it raises, the record is failed with the
+    reason (nobody else will run it: it is ours now) and the rest of the batch goes on.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Caretaker:
         resume: Callable[[TaskRecord, float], None],
     ) -> None:
         self._store = store
+        self._ledger = TaskLedger(store)
         self._owner = owner
         self._interval = interval
         self._owner_ttl = owner_ttl
@@ -79,14 +82,25 @@ class Caretaker:
             finally:
                 self._release(slots - len(orphans))
             for record in orphans:
-                with task_context(record.task_id):
+                with task_context(record):
                     logger.warning(
                         "recovered a task whose runner stopped; running it again",
                         extra={"task_name": record.name},
                     )
-                self._resume(record, seconds_until(record.next_attempt_at))
+                try:
+                    self._resume(record, seconds_until(record.next_attempt_at))
+                except Exception as error:
+                    # Claimed by us, so nobody else will run it: record why, go on with the rest.
+                    await self._record_not_resumed(record, error)
             if len(orphans) < slots:
                 return
+
+    async def _record_not_resumed(self, record: TaskRecord, error: Exception) -> None:
+        try:
+            await asyncio.to_thread(self._ledger.not_handed_over, record, error)
+        except Exception:
+            with task_context(record):
+                logger.exception("could not record that the recovered task was not resumed")
 
     async def purge_expired(self) -> int:
         """Delete finished records past their retention; say how many went."""
