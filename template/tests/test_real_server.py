@@ -1,114 +1,49 @@
 """The service in a real uvicorn process: crashes, restarts, several workers, signals."""
 
 import contextlib
+import itertools
 import json
-import os
 import signal
 import socket
-import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 
+from .live_server import LiveServer, live_server, local_runner_env, store_states
+from .support import FINAL_STATES, wait_until
+
 pytestmark = pytest.mark.slow
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return lines
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+StartServer = Callable[..., LiveServer]
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Any]:
-    started: list[Server] = []
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start servers on one task store; each is killed (kill -9) at the end of the test."""
+    with contextlib.ExitStack() as stack:
+        numbers = itertools.count()
 
-    def start(*extra_args: str, **env: str) -> Server:
-        port = free_port()
-        log_path = tmp_path / f"server-{len(started)}.log"
-        environment = {
-            **os.environ,
-            # The in-process runner, also where Celery is the default (test_celery.py covers it).
-            "TASK_BACKEND": "local",
-            "TASK_STORE_URL": f"sqlite:///{tmp_path / 'tasks.db'}",
-            "TASK_CONCURRENCY": "2",
-            "TASK_HEARTBEAT_INTERVAL": "0.2",
-            "TASK_OWNER_TTL": "1",
-            **env,
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.server_app:app",
-                "--port",
-                str(port),
-                *extra_args,
-            ],
-            cwd=PROJECT_ROOT,
-            env=environment,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so worker processes die with it
-        )
-        server = Server(process, f"http://127.0.0.1:{port}", log_path)
-        started.append(server)
-        wait_until_healthy(server)
-        return server
+        def start(*uvicorn_args: str, **env: str) -> LiveServer:
+            environment = {
+                **local_runner_env(tmp_path),
+                "TASK_CONCURRENCY": "2",
+                "TASK_HEARTBEAT_INTERVAL": "0.2",
+                "TASK_OWNER_TTL": "1",
+                **env,
+            }
+            log_path = tmp_path / f"server-{next(numbers)}.log"
+            return stack.enter_context(
+                live_server(*uvicorn_args, env=environment, log_path=log_path)
+            )
 
-    yield start
-    for server in started:
-        kill_group(server)
+        yield start
 
 
-def kill_group(server: Server) -> None:
-    """SIGKILL the server and any worker processes it forked: a crash, not a shutdown."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGKILL)
-    server.process.wait()
-
-
-def wait_until_healthy(server: Server, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{server.log_path.read_text()}")
-        try:
-            if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("server did not become healthy")
-
-
-def schedule_naps(server: Server, count: int, seconds: float) -> list[str]:
+def schedule_naps(server: LiveServer, count: int, seconds: float) -> list[str]:
     ids = []
     for _ in range(count):
         response = httpx.post(f"{server.base_url}/nap", params={"seconds": seconds}, timeout=5)
@@ -117,41 +52,35 @@ def schedule_naps(server: Server, count: int, seconds: float) -> list[str]:
     return ids
 
 
-def final_states(server: Server, ids: list[str], timeout: float = 30.0) -> dict[str, str]:
+def final_states(server: LiveServer, ids: list[str], timeout: float = 30.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
-        states = {
-            task_id: httpx.get(f"{server.base_url}/tasks/{task_id}", timeout=5).json()["state"]
-            for task_id in ids
-        }
-        if all(state in {"succeeded", "failed"} for state in states.values()):
+        states = {task_id: server.task_status(task_id)["state"] for task_id in ids}
+        if all(state in FINAL_STATES for state in states.values()):
             return states
         time.sleep(0.1)
     raise AssertionError(f"tasks not final after {timeout}s: {states}")
 
 
-def test_tasks_accepted_before_a_kill_9_run_after_the_restart(start_server: Any) -> None:
+def test_tasks_accepted_before_a_kill_9_run_after_the_restart(start_server: StartServer) -> None:
     first = start_server()
     ids = schedule_naps(first, count=12, seconds=0.5)
-    kill_group(first)
+    first.kill()
 
     second = start_server()
     states = final_states(second, ids)
     assert set(states.values()) == {"succeeded"}, states
 
 
-def test_two_workers_answer_for_each_others_tasks(start_server: Any) -> None:
+def test_two_workers_answer_for_each_others_tasks(start_server: StartServer) -> None:
     server = start_server("--workers", "2")
     ids = schedule_naps(server, count=20, seconds=0.05)
     states = final_states(server, ids)
     assert set(states.values()) == {"succeeded"}
     # Many reads land on both workers; every one agrees.
     for task_id in ids:
-        answers = {
-            httpx.get(f"{server.base_url}/tasks/{task_id}", timeout=5).json()["state"]
-            for _ in range(4)
-        }
+        answers = {server.task_status(task_id)["state"] for _ in range(4)}
         assert answers == {"succeeded"}
     answering_pids = {
         line["pid"]
@@ -162,7 +91,9 @@ def test_two_workers_answer_for_each_others_tasks(start_server: Any) -> None:
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_drains_tasks_in_flight(start_server: Any, signal_number: int) -> None:
+def test_a_stop_signal_drains_tasks_in_flight(
+    start_server: StartServer, signal_number: int
+) -> None:
     server = start_server()
     ids = schedule_naps(server, count=6, seconds=0.3)
     server.process.send_signal(signal_number)
@@ -176,14 +107,14 @@ def test_a_stop_signal_drains_tasks_in_flight(start_server: Any, signal_number: 
     assert set(final_states(restarted, ids, timeout=5).values()) == {"succeeded"}
 
 
-def test_a_drain_deadline_reports_unfinished_tasks_by_id(start_server: Any) -> None:
+def test_a_drain_deadline_reports_unfinished_tasks_by_id(start_server: StartServer) -> None:
     server = start_server(TASK_DRAIN_TIMEOUT="0.5")
     ids = schedule_naps(server, count=4, seconds=3)
     time.sleep(0.3)
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(timeout=20)
     reports = [line for line in server.log_lines() if "unfinished_task_ids" in line]
-    assert reports, server.log_path.read_text()
+    assert reports, server.log_text()
     assert set(reports[0]["unfinished_task_ids"]) == set(ids)
 
     # Nothing is lost: the next start runs them again.
@@ -191,22 +122,15 @@ def test_a_drain_deadline_reports_unfinished_tasks_by_id(start_server: Any) -> N
     assert set(final_states(restarted, ids, timeout=40).values()) == {"succeeded"}
 
 
-def lines_about(server: Server, task_id: str) -> list[dict[str, Any]]:
+def lines_about(server: LiveServer, task_id: str) -> list[dict[str, Any]]:
     return [line for line in server.log_lines() if line.get("task_id") == task_id]
-
-
-def store_states(tmp_path: Path, ids: list[str]) -> dict[str, str]:
-    """States as the task store recorded them, read while no server is running."""
-    with contextlib.closing(sqlite3.connect(tmp_path / "tasks.db")) as db:
-        rows = dict(db.execute("SELECT task_id, state FROM tasks").fetchall())
-    return {task_id: str(rows.get(task_id, "missing")) for task_id in ids}
 
 
 @pytest.mark.parametrize(
     "signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
 )
 def test_a_stop_signal_with_100_tasks_in_flight_finishes_or_names_each_one(
-    start_server: Any, tmp_path: Path, signal_number: int
+    start_server: StartServer, tmp_path: Path, signal_number: int
 ) -> None:
     # 100 tasks of 0.5 s on 4 slots need 12.5 s; the drain deadline gives them 1 s, so some finish
     # and the rest must be named in the log, each one of the 100 accounted for.
@@ -235,13 +159,15 @@ def test_a_stop_signal_with_100_tasks_in_flight_finishes_or_names_each_one(
     assert set(final_states(restarted, sorted(reported), timeout=60).values()) == {"succeeded"}
 
 
-def test_a_task_that_raises_ends_failed_with_its_traceback_logged(start_server: Any) -> None:
+def test_a_task_that_raises_ends_failed_with_its_traceback_logged(
+    start_server: StartServer,
+) -> None:
     server = start_server()
     response = httpx.post(f"{server.base_url}/boom", params={"message": "disk on fire"}, timeout=5)
     assert response.status_code == 202
     task_id = response.json()["task_id"]
     assert final_states(server, [task_id]) == {task_id: "failed"}
-    status = httpx.get(f"{server.base_url}/tasks/{task_id}", timeout=5).json()
+    status = server.task_status(task_id)
     assert status["attempts"] == 2
     assert status["error"] == "RuntimeError: disk on fire"
     assert "Traceback" not in status["error"]
@@ -259,7 +185,7 @@ def test_a_task_that_raises_ends_failed_with_its_traceback_logged(start_server: 
 
 @pytest.mark.parametrize("run_async", [False, True], ids=["sync", "async"])
 def test_a_task_that_hangs_past_its_timeout_ends_failed_and_logged(
-    start_server: Any, run_async: bool
+    start_server: StartServer, run_async: bool
 ) -> None:
     server = start_server()
     response = httpx.post(
@@ -271,7 +197,7 @@ def test_a_task_that_hangs_past_its_timeout_ends_failed_and_logged(
     task_id = response.json()["task_id"]
     # The timeout is 0.3 s: the task is failed long before the hang would have ended.
     assert final_states(server, [task_id], timeout=2.5) == {task_id: "failed"}
-    status = httpx.get(f"{server.base_url}/tasks/{task_id}", timeout=5).json()
+    status = server.task_status(task_id)
     assert status["error"].startswith("TimeoutError")
     assert status["attempts"] == 1
     dead = [
@@ -287,14 +213,15 @@ def test_a_task_that_hangs_past_its_timeout_ends_failed_and_logged(
 
 
 def test_a_task_cut_off_by_shutdown_stays_recorded_and_is_named_in_the_log(
-    start_server: Any, tmp_path: Path
+    start_server: StartServer, tmp_path: Path
 ) -> None:
     server = start_server(TASK_DRAIN_TIMEOUT="0.3")
     [task_id] = schedule_naps(server, count=1, seconds=2)
-    deadline = time.monotonic() + 5
-    while httpx.get(f"{server.base_url}/tasks/{task_id}", timeout=5).json()["state"] != "running":
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
+    wait_until(
+        lambda: server.task_status(task_id)["state"] == "running",
+        timeout=5,
+        failure="the task never started",
+    )
     server.process.send_signal(signal.SIGTERM)
     # A clean exit, even with a task still running on a worker thread: no crash at finalization.
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
@@ -309,11 +236,10 @@ def test_a_task_cut_off_by_shutdown_stays_recorded_and_is_named_in_the_log(
 
 
 def test_a_body_declared_too_large_is_answered_413_before_a_byte_of_it_is_sent(
-    start_server: Any,
+    start_server: StartServer,
 ) -> None:
     server = start_server()
-    host, port = server.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
         # Headers that announce 10 GiB, and none of the body: a server that waited for the body
         # before answering would leave this read to time out.
         connection.sendall(
