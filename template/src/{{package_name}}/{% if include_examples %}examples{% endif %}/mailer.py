@@ -2,10 +2,16 @@
 
 The default writes each message to an outbox folder (one .eml file, readable by any mail client)
 and logs it. Swap in an SMTP or provider-API sender by implementing `EmailSender`.
+
+`key` makes a send idempotent: the same key sends the message once however often it is called
+(a task is delivered at least once, so its retry or re-run calls again). The outbox names the
+file after it; a provider API takes it as its idempotency key (an `Idempotency-Key` header).
 """
 
 import asyncio
 import logging
+import os
+import re
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,9 +21,12 @@ from ..settings import get_settings
 
 logger = logging.getLogger(__name__)
 
+# A key becomes a file name only if it cannot leave the outbox (task ids are hex).
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
 
 class EmailSender(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: EmailMessage, key: str | None = None) -> None: ...
 
 
 class OutboxEmailSender:
@@ -26,14 +35,23 @@ class OutboxEmailSender:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def send(self, message: EmailMessage) -> None:
-        path = self.directory / f"{uuid.uuid4().hex}.eml"
+    async def send(self, message: EmailMessage, key: str | None = None) -> None:
+        # One file per key: sending again replaces it with the same message, never adds one.
+        name = key if key is not None and _SAFE_KEY.fullmatch(key) else uuid.uuid4().hex
+        path = self.directory / f"{name}.eml"
         await asyncio.to_thread(self._write, path, bytes(message))
         logger.info("e-mail written to outbox", extra={"to": message["To"], "path": str(path)})
 
     def _write(self, path: Path, content: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+        # Written aside, then renamed over: a reader never sees half a message, and a repeated
+        # send (even one overlapping the first) leaves exactly one whole file.
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            partial.write_bytes(content)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def get_email_sender() -> EmailSender:
