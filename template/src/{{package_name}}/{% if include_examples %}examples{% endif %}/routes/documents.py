@@ -67,12 +67,14 @@ def upload_document(
                 if written > settings.max_upload_bytes:
                     raise _too_large(settings.max_upload_bytes)
                 out.write(chunk)
+        # Inside the try: if add_task refuses (503, queue full or store down), no task will ever
+        # read the file, so it is removed like a partial one.
+        return tasks.add_task(
+            process_document, target.name, file.filename or target.name, uploaded_by, content_type
+        )
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return tasks.add_task(
-        process_document, target.name, file.filename or target.name, uploaded_by, content_type
-    )
 
 
 def _too_large(limit: int) -> HTTPException:
