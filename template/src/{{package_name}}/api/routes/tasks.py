@@ -17,11 +17,15 @@ class TaskStatus(BaseModel):
     name: str
     state: TaskState
     attempts: int
+    # Attempts the task gets in all: a client can tell a retrying task's last try from the rest.
+    max_attempts: int
     result: Any
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # While `retrying`: when the next attempt is due (its backoff ends); otherwise null.
+    next_attempt_at: datetime | None
 
     @classmethod
     def of(cls, record: TaskRecord) -> "TaskStatus":
@@ -30,11 +34,15 @@ class TaskStatus(BaseModel):
             name=record.name,
             state=record.state,
             attempts=record.attempts,
+            max_attempts=record.max_attempts,
             result=record.result,
             error=record.error,
             created_at=record.created_at,
             started_at=record.started_at,
             finished_at=record.finished_at,
+            next_attempt_at=(
+                record.next_attempt_at if record.state is TaskState.RETRYING else None
+            ),
         )
 
 
