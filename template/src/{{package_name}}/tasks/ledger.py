@@ -4,6 +4,7 @@ Runners decide *when* a task moves; the ledger decides what that means for the r
 sure no failure is silent: each one is logged with its traceback and the task id.
 """
 
+import asyncio
 import json
 import logging
 from datetime import timedelta
@@ -54,14 +55,19 @@ class TaskLedger:
         self.started(record, attempt)
         return attempt
 
-    def not_handed_over(self, record: TaskRecord, error: BaseException) -> None:
-        """The runner could not take a stored task (its pool refused it, say): nothing will run
-        it, so it is failed, saying why, rather than left `queued` forever."""
-        unsent = RuntimeError(
-            f"the task could not be handed to the runner: {describe_error(error)}"
-        )
-        unsent.__cause__ = error  # the logged traceback shows where the runner refused
-        self.failed(record, unsent)
+    async def not_handed_over(
+        self, record: TaskRecord, error: BaseException, to: str = "the runner"
+    ) -> None:
+        """Nothing will run a stored task that `to` refused (a full pool, a broker that is down):
+        fail it, saying why, rather than leave it `queued` forever. A store that fails as well
+        is logged, not raised: the caller, a background callback, has nobody to tell."""
+        unsent = RuntimeError(f"the task could not be handed to {to}: {describe_error(error)}")
+        unsent.__cause__ = error  # the logged traceback shows where it was refused
+        try:
+            await asyncio.to_thread(self.failed, record, unsent)
+        except Exception:
+            with task_context(record):
+                logger.exception("could not record the failure either: the task store failed")
 
     def started(self, record: TaskRecord, attempt: int) -> None:
         record.state = TaskState.RUNNING

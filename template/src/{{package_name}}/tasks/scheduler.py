@@ -9,7 +9,6 @@ the runner only after the response is sent, exactly like Starlette's BackgroundT
 concurrent, bounded, retried and visible at /tasks/{task_id}.
 """
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -113,7 +112,7 @@ class TaskScheduler:
             try:
                 await self.service.runner.submit(record)
             except Exception as error:
-                await _record_not_handed_over(TaskLedger(self.service.store), record, error)
+                await TaskLedger(self.service.store).not_handed_over(record, error)
 
     def abandon(self, reason: BaseException) -> None:
         """The request failed before its tasks were handed over: they will never start."""
@@ -131,14 +130,6 @@ class TaskScheduler:
             except Exception:
                 with task_context(record):
                     logger.exception("could not record that the request scheduling it failed")
-
-
-async def _record_not_handed_over(ledger: TaskLedger, record: TaskRecord, error: Exception) -> None:
-    try:
-        await asyncio.to_thread(ledger.not_handed_over, record, error)
-    except Exception:
-        with task_context(record):
-            logger.exception("could not record that the task was not handed to the runner")
 
 
 async def task_scheduler(

@@ -91,16 +91,9 @@ class Caretaker:
                     self._resume(record, seconds_until(record.next_attempt_at))
                 except Exception as error:
                     # Claimed by us, so nobody else will run it: record why, go on with the rest.
-                    await self._record_not_resumed(record, error)
+                    await self._ledger.not_handed_over(record, error)
             if len(orphans) < slots:
                 return
-
-    async def _record_not_resumed(self, record: TaskRecord, error: Exception) -> None:
-        try:
-            await asyncio.to_thread(self._ledger.not_handed_over, record, error)
-        except Exception:
-            with task_context(record):
-                logger.exception("could not record that the recovered task was not resumed")
 
     async def purge_expired(self) -> int:
         """Delete finished records past their retention; say how many went."""
