@@ -2,21 +2,46 @@
 
 Runners decide *when* a task moves; the ledger decides what that means for the record and makes
 sure no failure is silent: each one is logged with its traceback and the task id.
+
+A transition the store refuses (locked, full, failing over, throttled) is not lost: the ledger
+logs it with the task id and writes it again, with backoff, until the store takes it. Only a
+shutdown (`stop`), or a consumer's `patience` running out where a broker will deliver the task
+again, ends the wait, with `StoreUnavailableError`; the record then keeps the last state the
+store took, and recovery or redelivery continues from there.
 """
 
 import asyncio
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.encoders import jsonable_encoder
 
 from ..logs import task_context
 from .models import TaskRecord, TaskState, utcnow
+from .retry import RetryPolicy
 from .store import TaskStore
+from .store.health import StoreHealth
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Waits between writes of a transition the store refused: from a few milliseconds (a lock held
+# for a moment) up to two seconds (an outage), jittered so many workers do not retry together.
+STORE_BACKOFF = RetryPolicy(max_attempts=1, backoff_base=0.05, backoff_max=2.0)
+# While the store keeps failing, one log line per task at most this often (the first failure and
+# the recovery are always logged).
+STORE_FAILURE_LOG_INTERVAL = 30.0
+
+
+class StoreUnavailableError(Exception):
+    """The store did not take a transition before shutdown (or before a consumer's patience ran
+    out); the record keeps the last state the store took."""
 
 
 def describe_error(error: BaseException) -> str:
@@ -40,9 +65,59 @@ def lost_last_attempt(record: TaskRecord, max_attempts: int) -> RuntimeError | N
     )
 
 
+@dataclass(frozen=True)
+class TransitionCounts:
+    """Transitions this process wrote since it started: the totals `/ready` reports."""
+
+    succeeded: int
+    failed: int
+    retried: int
+
+
 class TaskLedger:
-    def __init__(self, store: TaskStore) -> None:
+    """Writes transitions, keeps the store's health and the process's transition counts.
+
+    One per process and store (the app's `TaskService.ledger`, a worker's runtime), shared by
+    every runner thread: it is thread-safe.
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        *,
+        health: StoreHealth | None = None,
+        patience: float | None = None,
+    ) -> None:
         self.store = store
+        self.health = health or StoreHealth()
+        # Set at shutdown: a transition still waiting for the store gives up.
+        self.stop = threading.Event()
+        # Seconds a transition waits for a failing store before it gives up (None: until stop).
+        self._patience = patience
+        self._counts_lock = threading.Lock()
+        self._counts = {TaskState.SUCCEEDED: 0, TaskState.FAILED: 0, TaskState.RETRYING: 0}
+
+    def counts(self) -> TransitionCounts:
+        with self._counts_lock:
+            return TransitionCounts(
+                succeeded=self._counts[TaskState.SUCCEEDED],
+                failed=self._counts[TaskState.FAILED],
+                retried=self._counts[TaskState.RETRYING],
+            )
+
+    def accept(self, record: TaskRecord) -> None:
+        """Store a newly accepted task, once: a request must not wait out an outage, so the
+        caller answers 503 when this raises."""
+        try:
+            self.store.save(record)
+        except Exception as error:
+            self._store_failed(record, error, logging.ERROR, "task store write failed")
+            raise
+        self._store_answered(record)
+
+    def read(self, task_id: str) -> TaskRecord | None:
+        """The stored record, waiting out a store that fails (see the module docstring)."""
+        return self._persist(task_id, lambda: self.store.get(task_id), write=False)
 
     def begin_attempt(self, record: TaskRecord, max_attempts: int) -> int | None:
         """Start the record's next attempt and return its number; or, when its attempts are all
@@ -74,7 +149,7 @@ class TaskLedger:
         record.attempts = attempt
         record.next_attempt_at = None
         record.started_at = record.started_at or utcnow()
-        self.store.save(record)
+        self._save(record)
         self._log(logging.INFO, "task started", record, attempt=attempt)
 
     def succeeded(self, record: TaskRecord, result: Any) -> bool:
@@ -88,7 +163,7 @@ class TaskLedger:
         record.state = TaskState.SUCCEEDED
         record.error = None
         record.finished_at = utcnow()
-        self.store.save(record)
+        self._save(record)
         self._log(logging.INFO, "task succeeded", record)
         return True
 
@@ -96,7 +171,7 @@ class TaskLedger:
         record.state = TaskState.RETRYING
         record.error = describe_error(error)
         record.next_attempt_at = utcnow() + timedelta(seconds=delay)
-        self.store.save(record)
+        self._save(record)
         self._log(
             logging.WARNING,
             "task attempt failed; retrying",
@@ -111,8 +186,86 @@ class TaskLedger:
         record.error = describe_error(error)
         record.finished_at = utcnow()
         record.next_attempt_at = None
-        self.store.save(record)
+        self._save(record)
         self._log(logging.ERROR, "task failed; kept as dead letter", record, error=error)
+
+    def _save(self, record: TaskRecord) -> None:
+        def write() -> None:
+            self.store.save(record)
+
+        self._persist(record, write)
+        if record.state in self._counts:
+            with self._counts_lock:
+                self._counts[record.state] += 1
+
+    def _persist(
+        self, task: TaskRecord | str, operation: Callable[[], T], *, write: bool = True
+    ) -> T:
+        """Run a store operation until it succeeds; see the module docstring for when it stops.
+
+        Any failure marks the store unhealthy; only a write that goes through marks it healthy
+        again (a store may serve reads while it refuses writes: SQLite under another's lock).
+        """
+        if self.stop.is_set():
+            raise StoreUnavailableError("the runner has stopped: nothing more is recorded")
+        started = time.monotonic()
+        failures = 0
+        last_logged = 0.0
+        while True:
+            try:
+                outcome = operation()
+            except Exception as error:
+                failures += 1
+                now = time.monotonic()
+                if failures == 1 or now - last_logged >= STORE_FAILURE_LOG_INTERVAL:
+                    last_logged = now
+                    message = "task store failed; trying again until it answers"
+                    self._store_failed(task, error, logging.WARNING, message, failures=failures)
+                else:
+                    self.health.failed(describe_error(error))
+                waited = now - started
+                if self._patience is not None and waited >= self._patience:
+                    raise StoreUnavailableError(
+                        f"the task store failed for {waited:.1f} s: {describe_error(error)}"
+                    ) from error
+                if self.stop.wait(STORE_BACKOFF.delay(min(failures, 16))):
+                    raise StoreUnavailableError(
+                        f"shutting down while the task store fails: {describe_error(error)}"
+                    ) from error
+                continue
+            if failures:
+                with task_context(task):
+                    logger.info(
+                        "task store answers again; the task goes on",
+                        extra={"store_failures": failures},
+                    )
+            if write:
+                self._store_answered(task)
+            return outcome
+
+    def _store_failed(
+        self, task: TaskRecord | str, error: Exception, level: int, message: str, **fields: Any
+    ) -> None:
+        outage = self.health.failed(describe_error(error))
+        with task_context(task):
+            logger.log(
+                level,
+                message,
+                exc_info=error,
+                extra={"store_failing_for_s": round(time.time() - outage.since, 3), **fields},
+            )
+
+    def _store_answered(self, task: TaskRecord | str) -> None:
+        ended = self.health.wrote()
+        if ended is not None:
+            with task_context(task):
+                logger.info(
+                    "task store takes writes again",
+                    extra={
+                        "store_failed_for_s": round(time.time() - ended.since, 3),
+                        "store_failures": ended.failures,
+                    },
+                )
 
     def _log(
         self,

@@ -9,6 +9,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -61,14 +62,20 @@ class TaskSpec(Generic[P, R]):
         args: list[Any],
         kwargs: dict[str, Any],
         loop: asyncio.AbstractEventLoop | None,
+        *,
+        time_plain: bool = False,
     ) -> Any:
         """Run one attempt from a worker thread that is not the event loop's.
 
         Coroutine functions are handed to the app's running `loop` and awaited from here; the
-        timeout, if any, is enforced there. Plain functions run right here, in this thread; the
-        caller enforces their timeout.
+        timeout, if any, is enforced there. Plain functions run right here, in this thread, and
+        the caller enforces their timeout (the native pool, Celery's time limits), unless
+        `time_plain`: then a plain function with a timeout runs on a thread of its own that is
+        abandoned at the deadline (Python cannot stop a thread), raising TimeoutError.
         """
         if not self.is_async:
+            if time_plain and self.timeout is not None:
+                return _call_with_deadline(self.fn, args, kwargs, self.timeout)
             return self.fn(*args, **kwargs)
         if loop is None or not loop.is_running():
             raise RuntimeError(f"task {self.name!r} is async but no event loop is running")
@@ -76,6 +83,31 @@ class TaskSpec(Generic[P, R]):
         assert inspect.iscoroutine(coroutine)
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, self.timeout), loop)
         return future.result()
+
+
+def _call_with_deadline(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], timeout: float
+) -> Any:
+    """Call `fn` on a daemon thread; raise TimeoutError if it has not returned in `timeout` s.
+
+    The abandoned call runs on to its end and its result is dropped.
+    """
+    outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    def attempt() -> None:
+        try:
+            outcome.set_result(call())
+        except BaseException as error:  # handed to the waiting thread
+            outcome.set_exception(error)
+
+    threading.Thread(target=attempt, name="task-attempt", daemon=True).start()
+    try:
+        return outcome.result(timeout)
+    except TimeoutError:
+        if outcome.done():
+            raise  # the task's own TimeoutError
+        raise TimeoutError(f"the attempt outlived the task's timeout ({timeout} s)") from None
 
 
 class TaskRegistry:

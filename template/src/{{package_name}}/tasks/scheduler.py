@@ -9,11 +9,12 @@ the runner only after the response is sent, exactly like Starlette's BackgroundT
 concurrent, bounded, retried and visible at /tasks/{task_id}.
 """
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import BackgroundTasks, Depends, Request
 from pydantic import BaseModel
@@ -28,6 +29,7 @@ from .runner import QueueFullError, RunnerUnavailableError, TaskRunner
 from .store import TaskStore
 
 P = ParamSpec("P")
+R = TypeVar("R")
 logger = logging.getLogger(__name__)
 
 
@@ -43,9 +45,22 @@ class TaskService:
     """The task machinery one app runs with (kept on `app.state.tasks`)."""
 
     store: TaskStore
+    # The one writer of task records in this app, shared with its runner.
+    ledger: TaskLedger
     runner: TaskRunner
     registry: TaskRegistry
     retry_after: int
+
+    def read(self, query: Callable[[TaskStore], R]) -> R:
+        """Run a read of the store for a request; a store that fails is a 503 with Retry-After
+        (the client may simply ask again), never a 500."""
+        try:
+            return query(self.store)
+        except Exception as error:
+            logger.warning("task store read failed", exc_info=error)
+            raise ServiceBusyError(
+                "the task store is unavailable; try again shortly", self.retry_after
+            ) from error
 
 
 @dataclass
@@ -82,10 +97,9 @@ class TaskScheduler:
             request_id=request_id_var.get(),
         )
         try:
-            self.service.store.save(record)
+            self.service.ledger.accept(record)
         except Exception as error:
             runner.release()
-            logger.exception("task store write failed; task not accepted")
             raise ServiceBusyError(
                 "cannot accept the task now: the task store is unavailable",
                 self.service.retry_after,
@@ -112,21 +126,22 @@ class TaskScheduler:
             try:
                 await self.service.runner.submit(record)
             except Exception as error:
-                await TaskLedger(self.service.store).not_handed_over(record, error)
+                await self.service.ledger.not_handed_over(record, error)
 
-    def abandon(self, reason: BaseException) -> None:
-        """The request failed before its tasks were handed over: they will never start."""
-        ledger = TaskLedger(self.service.store)
+    async def abandon(self, reason: BaseException) -> None:
+        """The request failed before its tasks were handed over: they will never start.
+
+        Off the loop: the ledger waits out a failing store rather than leave them `queued`.
+        """
+        ledger = self.service.ledger
         while self._pending:
             record = self._pending.pop(0)
             self.service.runner.release()
+            why = RuntimeError(
+                f"the request that scheduled this task failed ({type(reason).__name__})"
+            )
             try:
-                ledger.failed(
-                    record,
-                    RuntimeError(
-                        f"the request that scheduled this task failed ({type(reason).__name__})"
-                    ),
-                )
+                await asyncio.to_thread(ledger.failed, record, why)
             except Exception:
                 with task_context(record):
                     logger.exception("could not record that the request scheduling it failed")
@@ -143,7 +158,7 @@ async def task_scheduler(
     try:
         yield scheduler
     except Exception as error:
-        scheduler.abandon(error)
+        await scheduler.abandon(error)
         raise
     else:
         # An endpoint that returned a Response with a `background` of its own: ours never ran.

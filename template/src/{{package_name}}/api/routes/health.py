@@ -1,6 +1,7 @@
 """Liveness and readiness probes."""
 
 import asyncio
+import time
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -9,6 +10,7 @@ from pydantic import BaseModel
 
 from ...errors import ErrorEnvelope, error_response
 from ...tasks import TaskService
+from ...tasks.ledger import describe_error
 
 router = APIRouter(tags=["health"])
 
@@ -42,18 +44,39 @@ async def health() -> Health:
     responses={503: {"model": ErrorEnvelope, "description": "A dependency is not ready"}},
 )
 async def ready(request: Request) -> Readiness | JSONResponse:
-    """Readiness: the task store answers and the task runner takes work."""
+    """Readiness: the task store answers and takes writes, and the task runner takes work."""
     service: TaskService = request.app.state.tasks
     problems: list[dict[str, str]] = []
     try:
         await asyncio.to_thread(service.store.ping)
     except Exception as error:
-        problems.append({"check": "task_store", "error": f"{type(error).__name__}: {error}"})
+        problems.append({"check": "task_store", "error": describe_error(error)})
+    else:
+        outage = service.ledger.health.outage
+        if outage is not None:
+            failing_for = time.time() - outage.since
+            problems.append(
+                {
+                    "check": "task_store",
+                    "error": f"writes failing for {failing_for:.1f} s: {outage.error}",
+                }
+            )
     runner_problem = await service.runner.readiness()
     if runner_problem is not None:
         problems.append({"check": "task_runner", "error": runner_problem})
-    if problems:
-        return error_response(503, "not_ready", "The service is not ready.", details=problems)
-    # Off the loop: a runner may read them from a shared store (Celery: Redis round trips).
-    counters = await asyncio.to_thread(service.runner.counters)
+    counters = None
+    if not problems:
+        try:
+            # Off the loop: a runner may read them from a shared store (Celery: Redis).
+            counters = await asyncio.to_thread(service.runner.counters)
+        except Exception as error:
+            problems.append({"check": "task_store", "error": describe_error(error)})
+    if problems or counters is None:
+        return error_response(
+            503,
+            "not_ready",
+            "The service is not ready.",
+            details=problems,
+            headers={"Retry-After": str(service.retry_after)},
+        )
     return Readiness(tasks=TaskCounters(**vars(counters)))

@@ -46,14 +46,19 @@ class TaskStatus(BaseModel):
         )
 
 
-@router.get("", summary="Recent tasks, newest first (state=failed lists the dead letters)")
+@router.get(
+    "",
+    summary="Recent tasks, newest first (state=failed lists the dead letters)",
+    responses={503: {"model": ErrorEnvelope, "description": "The task store is unavailable"}},
+)
 def list_tasks(
     request: Request,
     state: TaskState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[TaskStatus]:
     service: TaskService = request.app.state.tasks
-    return [TaskStatus.of(record) for record in service.store.recent(state=state, limit=limit)]
+    records = service.read(lambda store: store.recent(state=state, limit=limit))
+    return [TaskStatus.of(record) for record in records]
 
 
 @router.get(
@@ -62,12 +67,13 @@ def list_tasks(
         404: {
             "model": ErrorEnvelope,
             "description": "No task has this id, or its record outlived TASK_RETENTION_SECONDS",
-        }
+        },
+        503: {"model": ErrorEnvelope, "description": "The task store is unavailable"},
     },
 )
 def get_task(request: Request, task_id: str) -> TaskStatus:
     service: TaskService = request.app.state.tasks
-    record = service.store.get(task_id)
+    record = service.read(lambda store: store.get(task_id))
     if record is None:
         raise HTTPException(status_code=404, detail=f"no task has the id {task_id!r}")
     return TaskStatus.of(record)

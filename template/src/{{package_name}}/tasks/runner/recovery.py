@@ -3,19 +3,24 @@
 Every runner writes its heartbeat to the task store. A record whose owner stopped beating (a
 `kill -9`, a lost host) or retired (a drain that left work behind) is claimed by a live runner and
 run again: delivery is at-least-once. On the same beat the runner deletes the finished records
-whose retention (`TASK_RETENTION_SECONDS`) has passed.
+whose retention (`TASK_RETENTION_SECONDS`) has passed, and restarts any of its workers that died.
+
+A store outage stops every runner's heartbeat alike. So that the first runner to reach the store
+again does not take over its siblings' tasks (still running, their heartbeats merely late), a
+runner whose own heartbeat failed claims nothing until it has beaten for `owner_ttl` again:
+by then every live sibling has beaten too.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
 from ...logs import task_context
-from ..ledger import TaskLedger
+from ..ledger import TaskLedger, describe_error
 from ..models import TaskRecord, utcnow
-from ..store import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +40,12 @@ class Caretaker:
     back, and `resume(record, delay)` runs a claimed record in a reserved slot after `delay`
     seconds (what is left of its retry backoff); when it raises, the record is failed with the
     reason (nobody else will run it: it is ours now) and the rest of the batch goes on.
+    `supervise()` restarts the runner's dead workers.
     """
 
     def __init__(
         self,
-        store: TaskStore,
+        ledger: TaskLedger,
         owner: str,
         *,
         interval: float,
@@ -47,10 +53,14 @@ class Caretaker:
         reserve: Callable[[int], int],
         release: Callable[[int], None],
         resume: Callable[[TaskRecord, float], None],
+        supervise: Callable[[], None],
     ) -> None:
-        self._store = store
-        self._ledger = TaskLedger(store)
+        self._store = ledger.store
+        self._ledger = ledger
         self._owner = owner
+        self._supervise = supervise
+        # monotonic time from which claiming is safe again; 0 = at once (a fresh start).
+        self._claims_from = 0.0
         self._interval = interval
         self._owner_ttl = owner_ttl
         self._reserve = reserve
@@ -69,10 +79,16 @@ class Caretaker:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beating
-        await asyncio.to_thread(self._store.retire, self._owner)
+        try:
+            await asyncio.to_thread(self._store.retire, self._owner)
+        except Exception:
+            # Not fatal: once our heartbeat is stale (owner_ttl) a live runner claims our leftovers.
+            logger.exception("could not retire from the task store; our tasks wait for owner_ttl")
 
     async def look_after_orphans(self) -> None:
-        await asyncio.to_thread(self._store.heartbeat, self._owner)
+        await self._beat()
+        if time.monotonic() < self._claims_from:
+            return
         while slots := self._reserve(RECOVERY_BATCH):
             orphans: list[TaskRecord] = []
             try:
@@ -107,9 +123,22 @@ class Caretaker:
             logger.info("deleted task records past their retention", extra={"purged": purged})
         return purged
 
+    async def _beat(self) -> None:
+        try:
+            await asyncio.to_thread(self._store.heartbeat, self._owner)
+        except Exception as error:
+            self._ledger.health.failed(describe_error(error))
+            self._claims_from = time.monotonic() + self._owner_ttl
+            raise
+        self._ledger.health.wrote()
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            try:
+                self._supervise()
+            except Exception:
+                logger.exception("restarting the task workers failed; will try again")
             try:
                 await self.look_after_orphans()
             except Exception:

@@ -1,0 +1,176 @@
+"""One attempt of a task, from delivery to decision: the lifecycle every backend goes through.
+
+    decision = lifecycle.run(record, call)
+
+`begin` reads the record the store holds, skips a delivery that has nothing left to do, fails one
+that cannot run (no such task registered, its last attempt lost with a dead process) and records
+the start of the next attempt; `call` runs the function, the one thing a backend decides (on a
+thread, on the app's loop, under Celery's time limits); `succeed` or `fail` writes the outcome
+through the ledger and returns the decision: done, or run again after `delay` seconds. How to run
+it again is the backend's other decision (a timer, the native pool, an SQS visibility timeout, a
+Celery retry); whether and when is decided here, once, for all of them.
+
+Every write goes through the ledger, which waits out a failing store: a transition is never
+dropped, and a task never runs while its start is unrecorded.
+"""
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..logs import task_context
+from .ledger import StoreUnavailableError, TaskLedger, lost_last_attempt
+from .models import TaskRecord
+from .registry import TaskRegistry, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRY = "retry"
+    # Nothing to do: the task is already final, or another runner owns it now.
+    SKIPPED = "skipped"
+    # Shutdown (or a consumer's patience) came before the store took a transition: the record
+    # keeps the last state the store took, for recovery or redelivery to continue from.
+    ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    # RETRY: seconds to wait before the next attempt.
+    delay: float = 0.0
+
+    @property
+    def is_retry(self) -> bool:
+        return self.outcome is Outcome.RETRY
+
+
+DONE_SKIPPED = Decision(Outcome.SKIPPED)
+ABANDONED = Decision(Outcome.ABANDONED)
+
+
+@dataclass
+class Attempt:
+    """An attempt that has begun: its record (state `running`), task and number."""
+
+    record: TaskRecord
+    spec: TaskSpec[Any, Any]
+    number: int
+
+
+class AttemptLifecycle:
+    """Begins attempts and decides what follows them, for one runner or consumer.
+
+    `owner` is the runner's owner id (None where a broker owns delivery): a record the store
+    says another runner owns now (it claimed it while this one could not beat) is skipped, so a
+    task never runs in two places at once.
+    """
+
+    def __init__(self, ledger: TaskLedger, registry: TaskRegistry, owner: str | None) -> None:
+        self.ledger = ledger
+        self._registry = registry
+        self._owner = owner
+
+    def run(
+        self,
+        delivered: TaskRecord | str,
+        call: Callable[[Attempt], Any],
+        *,
+        missing: TaskRecord | None = None,
+    ) -> Decision:
+        """Begin, call and settle one attempt of `delivered` (a record, or a task id)."""
+        begun = self.begin(delivered, missing=missing)
+        if isinstance(begun, Decision):
+            return begun
+        with task_context(begun.record):
+            try:
+                value = call(begun)
+            except BaseException as error:  # a task's SystemExit is its failure too
+                if isinstance(error, KeyboardInterrupt | GeneratorExit):
+                    raise
+                return self.fail(begun, error)
+            return self.succeed(begun, value)
+
+    def begin(
+        self, delivered: TaskRecord | str, *, missing: TaskRecord | None = None
+    ) -> Attempt | Decision:
+        """Start the next attempt of what the store holds for `delivered`.
+
+        `missing` is run when the store has no record of that id (an SQS message outliving its
+        record); without it such a delivery is skipped, loudly.
+        """
+        task_id = delivered if isinstance(delivered, str) else delivered.task_id
+        with task_context(delivered):
+            try:
+                record = self.ledger.read(task_id)
+            except StoreUnavailableError:
+                logger.warning("task store unavailable; the attempt is left for later")
+                return ABANDONED
+            if record is None:
+                if missing is None:
+                    logger.error("no task record has this id; nothing to run")
+                    return DONE_SKIPPED
+                logger.warning("task record missing; running it from its message")
+                record = missing
+        with task_context(record):
+            return self._begin(record)
+
+    def succeed(self, attempt: Attempt, value: Any) -> Decision:
+        with task_context(attempt.record):
+            try:
+                recorded = self.ledger.succeeded(attempt.record, value)
+            except StoreUnavailableError:
+                return self._abandoned()
+        return Decision(Outcome.SUCCEEDED if recorded else Outcome.FAILED)
+
+    def fail(self, attempt: Attempt, error: BaseException) -> Decision:
+        retry = attempt.spec.retry
+        with task_context(attempt.record):
+            try:
+                if retry.should_retry(attempt.number):
+                    delay = retry.delay(attempt.number)
+                    self.ledger.retrying(attempt.record, error, delay)
+                    return Decision(Outcome.RETRY, delay)
+                self.ledger.failed(attempt.record, error)
+            except StoreUnavailableError:
+                return self._abandoned()
+        return Decision(Outcome.FAILED)
+
+    def _begin(self, record: TaskRecord) -> Attempt | Decision:
+        if record.state.is_final:
+            # At-least-once delivery: a redelivery of a task that already ended.
+            logger.info("task already %s; repeated delivery skipped", record.state.value)
+            return DONE_SKIPPED
+        if self._owner is not None and record.owner not in (None, self._owner):
+            logger.warning(
+                "another runner took this task over; this delivery is skipped",
+                extra={"owner": record.owner},
+            )
+            return DONE_SKIPPED
+        try:
+            spec = self._registry.get(record.name)
+            if spec is None:
+                self.ledger.failed(record, LookupError(f"no task is registered as {record.name!r}"))
+                return Decision(Outcome.FAILED)
+            lost = lost_last_attempt(record, spec.retry.max_attempts)
+            if lost is not None:
+                self.ledger.failed(record, lost)
+                return Decision(Outcome.FAILED)
+            number = record.attempts + 1
+            self.ledger.started(record, number)
+        except StoreUnavailableError:
+            return self._abandoned()
+        return Attempt(record=record, spec=spec, number=number)
+
+    def _abandoned(self) -> Decision:
+        logger.warning(
+            "the transition was not recorded (the store failed until shutdown or for longer "
+            "than this consumer may wait); the task continues from its last stored state after "
+            "recovery or redelivery"
+        )
+        return ABANDONED
