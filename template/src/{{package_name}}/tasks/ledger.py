@@ -37,6 +37,8 @@ STORE_BACKOFF = RetryPolicy(max_attempts=1, backoff_base=0.05, backoff_max=2.0)
 # While the store keeps failing, one log line per task at most this often (the first failure and
 # the recovery are always logged).
 STORE_FAILURE_LOG_INTERVAL = 30.0
+# The owner id `probe_writes` retires: no runner ever has it.
+WRITE_PROBE_OWNER = "write-probe"
 
 
 class StoreUnavailableError(Exception):
@@ -114,6 +116,20 @@ class TaskLedger:
             self._store_failed(record, error, logging.ERROR, "task store write failed")
             raise
         self._store_answered(record)
+
+    def probe_writes(self) -> None:
+        """While the last write failed, try one that changes nothing (retiring an owner no
+        runner has). A process that writes only when it accepts a task (the API of a broker
+        backend) would otherwise stay unready for good: /ready keeps the requests away whose
+        writes would show the store is back."""
+        if self.health.outage is None:
+            return
+        try:
+            self.store.retire(WRITE_PROBE_OWNER)
+        except Exception as error:
+            self.health.failed(describe_error(error))
+            return
+        self._store_answered(WRITE_PROBE_OWNER)
 
     def read(self, task_id: str) -> TaskRecord | None:
         """The stored record, waiting out a store that fails (see the module docstring)."""

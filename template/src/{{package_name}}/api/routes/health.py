@@ -52,6 +52,7 @@ async def ready(request: Request) -> Readiness | JSONResponse:
     except Exception as error:
         problems.append({"check": "task_store", "error": describe_error(error)})
     else:
+        await asyncio.to_thread(service.ledger.probe_writes)
         outage = service.ledger.health.outage
         if outage is not None:
             failing_for = time.time() - outage.since
