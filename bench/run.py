@@ -6,8 +6,8 @@
 Renders the variants it needs from the working tree (tests/rendering.py::render_variant) into
 bench/.work/, installs them with `uv sync` (the Rust variant builds its crate with maturin),
 starts real uvicorn processes for them and for the stock baselines (bench/baselines/), measures
-every metric of the benchmark issue, and writes bench/results/BENCHMARKS.md, latency.png and
-results.json. Every measurement is repeated (`--runs`, 5 by default) with the systems
+the six metrics (bench/metrics.py lists them), and writes bench/results/BENCHMARKS.md, latency.png
+and results.json. Every measurement is repeated (`--runs`, 5 by default) with the systems
 interleaved, and the report gives the median of the per-run statistics. Nothing asserts a timing.
 
 What it needs beyond the repository's requirements-test.txt (httpx, matplotlib) it installs
@@ -32,15 +32,15 @@ NEEDED = ("httpx", "matplotlib", "copier", "yaml", "jinja2")
 class Sizes:
     runs: int
     warmup: int
-    requests: int  # metric 1: sequential requests per endpoint per run
-    documents: int  # metric 2: documents analysed per run
+    requests: int  # scheduling_latency: sequential requests per endpoint per run
+    documents: int  # api_latency_under_cpu_load: documents analysed per run
     document_bytes: int
     upload_concurrency: int
     probe_interval: float
     idle_probe_seconds: float
-    tasks: int  # metric 3: tasks per run
+    tasks: int  # task_throughput: tasks per run
     task_concurrency: int
-    copy_runs: int  # metric 5: `copier copy` runs per variant
+    copy_runs: int  # template_time: `copier copy` runs per variant
     celery_tasks: int
     timeout: float  # per measurement
 
@@ -66,7 +66,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="1,2,3,4,5,6",
-        help="comma-separated metric numbers to measure (the others are reported as not measured)",
+        help="comma-separated metrics to measure, by number (1-6) or name (scheduling_latency, "
+        "api_latency_under_cpu_load, task_throughput, lambda_latency, template_time, image_sizes); "
+        "the others are reported as not measured",
     )
     parser.add_argument(
         "--reuse",
@@ -133,15 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     options.work = options.work.resolve()
     options.output = options.output.resolve()
     ensure_environment(options)
-    from bench_orchestra import Bench
+    from benchmark import BenchmarkRun
+    from metrics import parse_only
 
     sizes = SMOKE if options.smoke else FULL
     if options.runs:
         sizes = Sizes(**{**asdict(sizes), "runs": options.runs})
-    only = {int(part) for part in options.only.split(",") if part.strip()}
+    try:
+        only = parse_only(options.only)
+    except ValueError as error:
+        sys.exit(str(error))
     started = time.perf_counter()
     reuse = options.reuse.resolve() if options.reuse else None
-    bench = Bench(sizes=sizes, smoke=options.smoke, work=options.work, output=options.output, only=only, reuse=reuse)
+    bench = BenchmarkRun(
+        sizes=sizes, smoke=options.smoke, work=options.work, output=options.output, only=only, reuse=reuse
+    )
     bench.run()
     print(f"wrote {bench.report_path} and {bench.plot_path} in {time.perf_counter() - started:.0f}s", flush=True)
     return 0

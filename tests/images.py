@@ -23,7 +23,7 @@ from .rendering import Variant, local_interpreter, render_variant, run, tool
 IMAGE_REPOSITORY = "copier-fastapi-tasks-test"
 
 # One `deploy_target: both` variant per runner: the Lambda runtime tests run their Lambda images,
-# and bench/deploy_bench.py measures both of their images.
+# and bench/deployment.py measures both of their images.
 DEPLOYED_VARIANTS = [
     Variant(
         {

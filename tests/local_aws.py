@@ -1,7 +1,7 @@
 """A local stand-in for a deployed stack's queue pair and task table, on moto's server mode.
 
 The tables and queues are made from the rendered template.yaml's own definitions, so a table the
-code cannot use fails here. Used by tests/test_lambda_runtime.py and bench/deploy_bench.py.
+code cannot use fails here. Used by tests/test_lambda_runtime.py and bench/deployment.py.
 """
 
 import contextlib

@@ -1,7 +1,7 @@
 """The benchmark command still works: `bench/run.py --smoke` writes its report and plot.
 
 Tiny sizes, so this checks the machinery (rendering, installing, real uvicorn processes, the load
-client, the other engineers' bench scripts, the report), never a timing.
+client, the Celery and deployment scripts, the report), never a timing.
 """
 
 import contextlib
@@ -45,27 +45,26 @@ ROWS = [
 def absent_parts() -> dict[str, bool]:
     """Which parts of the benchmark this machine cannot run (so their rows may say "not measured")."""
     bench = REPO_ROOT / "bench"
-    deploy_script = (bench / "deploy_bench.py").exists()
     has_aws_tools = subprocess.run([sys.executable, "-c", "import boto3, moto"], capture_output=True).returncode == 0
     docker_engine = shutil.which("docker") is not None and (
         subprocess.run(["docker", "version"], capture_output=True).returncode == 0
     )
     parts = {
         "rust": shutil.which("cargo") is None,
-        "celery": shutil.which("redis-server") is None or not (bench / "celery_bench.py").exists(),
-        "lambda": not (deploy_script and has_aws_tools),
-        "docker": not (deploy_script and docker_engine),
+        "celery": shutil.which("redis-server") is None,
+        "lambda": not has_aws_tools,
+        "docker": not docker_engine,
     }
     # A smoke run builds no image: it reads the sizes of those already built (by the Docker tests
-    # or an earlier deploy_bench.py run). Which ones exist is looked up before the run.
+    # or an earlier bench/deployment.py run). Which ones exist is looked up before the run.
     if not parts["docker"]:
         sys.path.insert(0, str(bench))
-        import bench_deploy
+        import image_sizes
 
-        # If deploy_bench.py cannot even be imported, the run reports its rows as failed.
+        # If the images cannot even be looked up, the run reports their rows as failed.
         with contextlib.suppress(Exception):
-            for image in bench_deploy.wanted_images():
-                built = bench_deploy.image_size_mb(image["tag"]) is not None
+            for image in image_sizes.wanted_images():
+                built = image_sizes.image_size_mb(image["tag"]) is not None
                 parts[f"image {image['image']} {image['runner']}"] = not built
     return parts
 
@@ -79,7 +78,7 @@ def excused(metric: str, absent: dict[str, bool]) -> bool:
     if metric.startswith("4. "):
         return absent["lambda"]
     if metric.startswith("6. container: `docker run`"):
-        return True  # the smoke run starts no containers; the full run does (deploy_bench.py)
+        return True  # the smoke run starts no containers; the full run does (bench/deployment.py)
     if metric.startswith("6. "):
         kind = "container" if metric.startswith("6. container") else "lambda"
         runner = "rust" if "(Rust runner" in metric else "python"

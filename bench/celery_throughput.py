@@ -1,6 +1,6 @@
 """Celery variant: throughput of small tasks through one worker, and enqueue latency.
 
-    python3 bench/celery_bench.py [--tasks 10000] [--concurrency 8]
+    python3 bench/celery_throughput.py [--tasks 10000] [--concurrency 8]
 
 Renders the `task_queue: celery` variant (pure-Python runner) with the real copier CLI, installs it
 with uv, starts its own redis-server (Debian's package) on a free loopback port, then measures in

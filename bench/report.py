@@ -1,0 +1,123 @@
+"""BENCHMARKS.md from the numbers of one run: a header, the headline, every metric's rows (from the
+metric modules, metrics.py), what each row measures, and why any part was not measured."""
+
+from pathlib import Path
+from typing import Any
+
+import api_latency_under_cpu_load
+import lambda_latency
+import scheduling_latency
+import task_throughput
+from metrics import METRICS
+from report_cells import Table
+
+# The headline's order: the latency under load first, then scheduling, throughput and Lambda.
+HEADLINE = [api_latency_under_cpu_load, scheduling_latency, task_throughput, lambda_latency]
+# The scripts whose failure a results.json key records, for the "Not measured" list.
+SCRIPTS = {"celery": "bench/celery_throughput.py", "deploy": "bench/deployment.py"}
+
+
+def write_markdown(path: Path, meta: dict[str, Any], results: dict[str, Any], sizes: Any, smoke: bool) -> None:
+    table = Table()
+    for metric in METRICS:
+        metric.add_rows(table, results, sizes)
+    lines = header(meta, smoke)
+    head = [line for metric in HEADLINE for line in metric.headline(results, sizes)]
+    if head:
+        lines += ["## Headline", "", *head, ""]
+    lines += [
+        "## Results",
+        "",
+        "Lower is better everywhere; a ratio below 1 means the template is faster (or smaller).",
+        "",
+        table.markdown(),
+        "",
+        "![latency distributions](latency.png)",
+        "",
+        "## What each row measures",
+        "",
+        *explanations(sizes, results),
+        "",
+    ]
+    notes = not_measured_notes(results)
+    if notes:
+        lines += ["## Not measured", "", *notes, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def header(meta: dict[str, Any], smoke: bool) -> list[str]:
+    versions = ", ".join(f"{name} {version}" for name, version in sorted(meta.get("versions", {}).items()))
+    lines = [
+        "# Benchmarks: the rendered service vs stock FastAPI `BackgroundTasks`",
+        "",
+    ]
+    if smoke:
+        lines += ["> **Smoke run** (tiny sizes, checks that the benchmark works): these numbers mean nothing.", ""]
+    lines += [
+        f"Made by `python3 bench/run.py{' --smoke' if smoke else ''}` on {meta['date']} "
+        f"(took {meta['duration_s']} s), from the working tree on top of commit `{meta['commit']}`.",
+        "",
+        f"- Machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB, Linux {meta['kernel']}; "
+        "shared and noisy, so every measurement is repeated and the systems are interleaved.",
+        f"- Python {meta['python']}; {versions} (the stock baseline is pinned to the versions the rendered "
+        "project locked, so both run the same FastAPI, Starlette and uvicorn).",
+        f"- Each measurement: {meta['runs']} runs; a cell is the **median of the per-run statistics** "
+        "(the median of the runs' p50s, the median of the runs' p99s).",
+        "- Servers: one `uvicorn` process each (uvloop, httptools, one worker), default log settings, output to a "
+        "file; client: asyncio + httpx on the same machine, loopback only, fixed counts and deadlines.",
+        "",
+    ]
+    reused = meta.get("reused") or {}
+    if reused.get("metrics"):
+        numbers = ", ".join(str(n) for n in reused["metrics"])
+        lines += [f"Metrics {numbers} are taken from the run of {reused['date']} (`--reuse`).", ""]
+    return lines
+
+
+def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
+    """What each row measures, one paragraph per metric."""
+    return [
+        f"1. **Cost of scheduling one task.** {sizes.requests} sequential requests per endpoint per run "
+        f"(after {sizes.warmup} warm-up requests), one connection. The template's endpoint calls "
+        "`tasks.add_task(noop)` (registered with `@task`): the record is written to the SQLite store and "
+        "a log line written before the 202 with a task id; stock calls `background_tasks.add_task(noop)`. "
+        "The same endpoint without the call is the reference; the difference is the cost of scheduling.",
+        f"2. **Responsiveness under CPU-heavy background work.** {sizes.documents} CSV documents of "
+        f"{sizes.document_bytes // 1024} KiB uploaded to `POST /documents/upload` ({sizes.upload_concurrency} at "
+        "a time), each analysed in the background (bytes, lines, words, SHA-256, and per-column statistics of "
+        "the numeric cells), while `GET /health` is probed "
+        f"every {sizes.probe_interval * 1000:.0f} ms on its own connection until every analysis is final. "
+        "Stock: the article's upload endpoint with the analysis in Python in a `BackgroundTasks` function. "
+        "Template: its example upload endpoint; the Python runner runs the Python analysis on its thread pool, "
+        "the Rust runner runs the native analysis with the GIL released. The idle row is the same probe "
+        f"for {sizes.idle_probe_seconds:g} s before the uploads.",
+        f"3. **Throughput.** {sizes.tasks:,} `POST /projects/{{id}}/tasks` ({sizes.task_concurrency} connections), "
+        "the articles' activity-log task (one line appended to a file per task), timed from the first request "
+        "until every accepted task is final: for the template its `/ready` counters say so; stock cannot say, "
+        "so its log file's lines are counted. The template runs with `TASK_QUEUE_SIZE` above the task count "
+        "(with the default bound of 1000 waiting tasks it answers 503 + Retry-After to a client this fast). "
+        "Celery: bench/celery_throughput.py (its enqueue and drain phases are separate; the cell is the drain)."
+        + task_throughput.lag_note(results),
+        "4. **Lambda**: bench/deployment.py: the handler module imported and its first event handled in a "
+        "fresh process (cold start), then an endpoint whose background task sleeps 1 s; stock Mangum runs the "
+        "task before the handler returns, the rendered handler sends it to SQS (moto's server on loopback).",
+        "5. **Template**: `copier copy --skip-tasks` from the working tree through tests/rendering.py; the whole "
+        "test run is read from the last CI log.",
+        "6. **Images**: bench/deployment.py builds the container and Lambda images of the `both` variant for "
+        "each runner (classic builder, base images made locally from Debian packages under the official "
+        "names, so base sizes are those stand-ins', not Docker Hub's); the app's share is the image minus "
+        "its runtime base image.",
+    ]
+
+
+def not_measured_notes(results: dict[str, Any]) -> list[str]:
+    notes = []
+    for key, reason in results.get("unavailable", {}).items():
+        notes.append(f"- `{key}`: {' '.join(reason.split())}")
+    for name, script in SCRIPTS.items():
+        entry = results.get(name) or {}
+        for key in ("missing", "lambda_missing", "images_missing"):
+            if key in entry:
+                notes.append(f"- {script}: {entry[key]}")
+    return notes

@@ -1,0 +1,183 @@
+"""Metric 3: how long a batch of tasks scheduled over HTTP takes until every one is final.
+
+The in-process runners are measured here, against the running servers; the Celery variant by
+celery_throughput.py, which run.py starts as a script of its own.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from load_client import closed_loop, wait_for_count
+from processes import host_python, last_line, say
+from report_cells import STOCK, Table, good_runs, median, ms, not_measured, per_runner, ratio, runner_name, seconds
+from report_cells import unavailable_reason as why_not
+from repository import REPO_ROOT
+from run_results import Results
+from systems import System, uv
+
+NUMBER = 3
+NAME = "task_throughput"
+TITLE = "task throughput"
+KEY = "m3"  # its results.json key; the Celery numbers are under "celery"
+CELERY_SCRIPT = Path(__file__).resolve().parent / "celery_throughput.py"
+
+
+async def measure(system: System, run: int, sizes: Any, results: Results) -> None:
+    s = sizes
+    counter = system.finished_counter("activity")
+    before = await asyncio.to_thread(counter)
+
+    async def create(http: httpx.AsyncClient, index: int) -> httpx.Response:
+        body = {"task_name": f"bench task {index}", "assigned_to": "bench"}
+        return await http.post(f"/projects/{index % 997 + 1}/tasks", json=body)
+
+    failed_before = await asyncio.to_thread(system.failed_count)
+    started = time.perf_counter()
+    batch = await closed_loop(
+        system.base_url, create, count=s.tasks, concurrency=s.task_concurrency, deadline=s.timeout
+    )
+    scheduled = time.perf_counter() - started
+    done = await wait_for_count(counter, before + batch.accepted, timeout=s.timeout, interval=0.05)
+    if done is None:
+        raise ValueError(f"not every accepted task was final within {s.timeout:.0f}s")
+    if batch.accepted == 0:
+        raise ValueError(f"no task was accepted: {batch.statuses}, {batch.errors} errors")
+    seconds = done - started
+    results.data[KEY].setdefault(system.key, []).append(
+        {
+            "seconds": seconds,
+            "http_seconds": scheduled,
+            "accepted": batch.accepted,
+            "rejected": batch.rejected,
+            "tasks_per_second": batch.accepted / seconds,
+            "tasks_failed": await asyncio.to_thread(system.failed_count, failed_before),
+        }
+    )
+
+
+# -- the Celery variant: celery_throughput.py as it is ----------------------------------------
+
+
+def start_celery(tasks: int, work: Path, logs: Path) -> subprocess.Popen[str] | dict[str, str]:
+    """celery_throughput.py in the background, under the interpreter run.py was started with."""
+    if shutil.which("redis-server") is None:
+        return {"missing": "redis-server is not installed (bash .ci/install-celery.sh)"}
+    output = work / "external" / "celery.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.unlink(missing_ok=True)
+    command = [host_python(), str(CELERY_SCRIPT), "--tasks", str(tasks), "--json", str(output)]
+    env = {**os.environ, "PATH": f"{Path(uv()).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    say(f"running bench/celery_throughput.py --tasks {tasks} ...")
+    log = (logs / "celery_throughput.log").open("w")
+    return subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
+    )
+
+
+def finish_celery(process: subprocess.Popen[str] | dict[str, str], work: Path, logs: Path, limit: float) -> Any:
+    """Its numbers, or {"missing": why}."""
+    if isinstance(process, dict):
+        return process
+    try:
+        process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return {"missing": f"failed: bench/celery_throughput.py did not finish within {limit:.0f}s"}
+    output = work / "external" / "celery.json"
+    if process.returncode == 0 and output.exists():
+        say("bench/celery_throughput.py done")
+        return json.loads(output.read_text())
+    why = last_line(logs / "celery_throughput.log")
+    return {"missing": f"failed: bench/celery_throughput.py exited {process.returncode}: {why}"}
+
+
+# -- in the report ----------------------------------------------------------------------------
+
+
+def stats(results: dict[str, Any], key: str) -> dict[str, float | None]:
+    runs = good_runs(results, NUMBER, key)
+    return {
+        "seconds": median([r.get("seconds") for r in runs]),
+        "rate": median([r.get("tasks_per_second") for r in runs]),
+        "rejected": max([r.get("rejected", 0) for r in runs], default=0),
+        "failed": max([r.get("tasks_failed") or 0 for r in runs], default=0),
+    }
+
+
+def throughput_cell(stats: dict[str, float | None]) -> str:
+    rate = stats["rate"]
+    text = f"{seconds(stats['seconds'])} ({rate:.0f} tasks/s)" if rate else seconds(stats["seconds"])
+    if stats.get("rejected"):
+        text += f", {stats['rejected']:.0f} refused"
+    if stats.get("failed"):
+        text += f", {stats['failed']:.0f} tasks failed"
+    return text
+
+
+def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
+    n = sizes.tasks
+    stock_reason = why_not(results, STOCK, NUMBER)
+    stock = stats(results, STOCK) if stock_reason is None else None
+    stock_cell = throughput_cell(stock) if stock else not_measured(stock_reason or "")
+    for key in ("python", "rust"):
+        reason = why_not(results, key, NUMBER)
+        template = stats(results, key) if reason is None else None
+        table.add(
+            f"3. **{n:,} tasks scheduled over HTTP until all are final** ({runner_name(key)})",
+            stock_cell,
+            throughput_cell(template) if template else not_measured(reason or ""),
+            ratio(template["seconds"], stock["seconds"]) if (stock and template) else "—",
+        )
+    celery = results.get("celery") or {}
+    skipped = results.get("skipped", {}).get(str(NUMBER))
+    if skipped or "missing" in celery or not celery:
+        why = skipped or celery.get("missing") or "bench/celery_throughput.py did not run"
+        table.add("3. Celery, one worker (bench/celery_throughput.py)", stock_cell, not_measured(why), "—")
+        return
+    drain = celery.get("drain_seconds")
+    rate = celery.get("throughput_tasks_per_s")
+    enqueue = celery.get("enqueue_latency_ms", {})
+    table.add(
+        f"3. Celery, one worker, {celery.get('tasks', '?'):,} tasks (bench/celery_throughput.py: drain time of a "
+        f"pre-filled queue; enqueue p50 / p99 {ms(enqueue.get('p50'))} / {ms(enqueue.get('p99'))} ms)",
+        stock_cell,
+        f"{seconds(drain)} ({rate:.0f} tasks/s)" if rate else seconds(drain),
+        ratio(drain, stock["seconds"]) if (stock and celery.get("tasks") == n) else "— (different sizes)",
+    )
+
+
+def headline(results: dict[str, Any], sizes: Any) -> list[str]:
+    if why_not(results, STOCK, NUMBER) is not None:
+        return []
+    stock = stats(results, STOCK)
+    parts = per_runner(results, NUMBER, lambda key: seconds(stats(results, key)["seconds"]))
+    if not parts:
+        return []
+    return [
+        f"- {sizes.tasks:,} tasks over HTTP until all are final: {', '.join(parts)} vs "
+        f"{seconds(stock['seconds'])} for stock `BackgroundTasks`."
+    ]
+
+
+def lag_note(results: dict[str, Any]) -> str:
+    """Say so when tasks finished as fast as they were scheduled (then it is an HTTP rate)."""
+    lags = [
+        run["seconds"] - run["http_seconds"]
+        for key in (STOCK, "python", "rust")
+        for run in good_runs(results, NUMBER, key)
+        if run.get("seconds") is not None and run.get("http_seconds") is not None
+    ]
+    if not lags or max(lags) > 1.0:
+        return ""
+    return (
+        f" In every run the last task was final at most {max(lags):.2f} s after the last request was answered: "
+        "the tasks keep up, so this row is the rate at which each system accepts tasks over HTTP."
+    )
