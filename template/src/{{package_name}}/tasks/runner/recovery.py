@@ -31,6 +31,8 @@ RECOVERY_BATCH = 16
 # the database's write lock, or delaying the next heartbeat, for long.
 PURGE_BATCH = 500
 PURGE_BATCHES = 10
+# While the heartbeat keeps failing, one log line at most this often.
+FAILURE_LOG_INTERVAL = 30.0
 
 
 class Caretaker:
@@ -133,6 +135,10 @@ class Caretaker:
         self._ledger.health.wrote()
 
     async def _keep_alive(self) -> None:
+        # While the store is down every beat fails: one line when it starts failing, then one
+        # every FAILURE_LOG_INTERVAL, not one (with a traceback) per beat.
+        failing_since: float | None = None
+        last_logged = 0.0
         while True:
             await asyncio.sleep(self._interval)
             try:
@@ -141,12 +147,23 @@ class Caretaker:
                 logger.exception("restarting the task workers failed; will try again")
             try:
                 await self.look_after_orphans()
-            except Exception:
-                logger.exception("task store heartbeat failed; will try again")
-            try:
                 await self.purge_expired()
             except Exception:
-                logger.exception("deleting expired task records failed; will try again")
+                now = time.monotonic()
+                if failing_since is None or now - last_logged >= FAILURE_LOG_INTERVAL:
+                    logger.exception(
+                        "task store heartbeat failed; beating again every interval",
+                        extra={"failing_for_s": round(now - (failing_since or now), 1)},
+                    )
+                    last_logged = now
+                failing_since = failing_since or now
+                continue
+            if failing_since is not None:
+                logger.info(
+                    "task store heartbeat works again",
+                    extra={"failed_for_s": round(time.monotonic() - failing_since, 1)},
+                )
+                failing_since = None
 
 
 def seconds_until(moment: datetime | None) -> float:
