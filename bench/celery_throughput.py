@@ -124,6 +124,8 @@ def measure(project: Path, count: int, concurrency: int, json_path: Path | None)
         "TASK_STORE_URL": f"redis://127.0.0.1:{redis_port}/1",
         "TASK_QUEUE_SIZE": str(count + 1000),
         "TASK_CONCURRENCY": str(concurrency),
+        # As `uv run` on a developer's machine: no key (the settings' default; the images need one).
+        "AUTH_MODE": "none",
     }
     processes = [redis]
     try:

@@ -136,6 +136,9 @@ def measure(project: Path, runs: int) -> dict[str, dict[str, float]]:
             "TASK_QUEUE_URL": aws.queue_url,
             "TASK_STORE_URL": f"dynamodb://{aws.table}",
             "LOG_LEVEL": "WARNING",
+            # The handler module in the project's own venv, not the image: no key to send (the
+            # settings' default; Dockerfile.lambda sets api_key).
+            "AUTH_MODE": "none",
         }
         for kind, env in (("stock", AWS_ENV), ("rendered", rendered_env)):
             samples = []

@@ -166,7 +166,11 @@ class System:
 
 def clean_environment() -> dict[str, str]:
     """The environment servers start with: ours, minus what would change the apps' settings."""
-    drop = ("TASK_", "LOG_LEVEL", "UPLOAD_DIR", "OUTBOX_DIR", "ACTIVITY_LOG_PATH", "MAX_UPLOAD_BYTES")
+    # Callers too: the rendered servers run with the default AUTH_MODE (none), as `uv run` does.
+    drop = (
+        "TASK_", "LOG_LEVEL", "UPLOAD_DIR", "OUTBOX_DIR", "ACTIVITY_LOG_PATH", "MAX_UPLOAD_BYTES",
+        "AUTH_", "API_KEYS", "JWT_",
+    )  # fmt: skip
     environment = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     environment.pop("VIRTUAL_ENV", None)
     return environment

@@ -22,6 +22,12 @@ from .rendering import Variant, local_interpreter, render_variant, run, tool
 
 IMAGE_REPOSITORY = "copier-fastapi-tasks-test"
 
+# Both images run with AUTH_MODE=api_key and refuse to start without keys: the tests (and bench/)
+# start them with this caller's key and send it on every request but /health and /ready.
+TEST_CALLER = "tester"
+TEST_API_KEY = "copier-fastapi-tasks-test-key"
+API_KEYS_ENV = {"API_KEYS": f"{TEST_CALLER}={TEST_API_KEY}"}
+
 # One `deploy_target: both` variant per runner: the Lambda runtime tests run their Lambda images,
 # and bench/deployment.py measures both of their images.
 DEPLOYED_VARIANTS = [
@@ -160,6 +166,11 @@ class Container:
         listed = docker("top", self.id, "-eo", "pid,uid,args").stdout.decode().splitlines()[1:]
         return [(uid, args) for _, uid, args in (line.split(None, 2) for line in listed)]
 
+    def wait(self, timeout: float) -> int:
+        """The container's exit code once it stopped on its own (fails after `timeout` seconds)."""
+        waited = subprocess.run(["docker", "wait", self.id], capture_output=True, timeout=timeout, check=True)
+        return int(waited.stdout.decode().strip())
+
     def exec(self, *command: str) -> str:
         return docker("exec", self.id, *command).stdout.decode().strip()
 
@@ -200,9 +211,13 @@ def http(
     data: bytes | None = None,
     content_type: str | None = None,
     timeout: float = 10,
+    api_key: str | None = None,
 ) -> Response:
-    """One HTTP request with the standard library; JSON in and out."""
+    """One HTTP request with the standard library; JSON in and out. With `api_key`, sent as
+    `Authorization: Bearer <api_key>`."""
     headers = {}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
     if body is not None:
         data = json.dumps(body).encode()
         content_type = "application/json"

@@ -1,12 +1,14 @@
 """Lambda events as AWS sends them (the fields Mangum and the handler read), built for the tests.
 
 Shapes follow AWS's documented samples: API Gateway HTTP API (payload format 2.0), REST API
-(1.0), Application Load Balancer, and SQS.
+(1.0), Application Load Balancer, and SQS. `headers` are added to the request's own (say
+`bearer(key)`); `jwt_claims` is what an HTTP API's JWT authorizer verified and passes on.
 """
 
 import base64
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 TARGET_GROUP_ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/service/0123456789abcdef"
@@ -18,15 +20,38 @@ def _body(body: Any) -> tuple[str | None, dict[str, str]]:
     return json.dumps(body), {"content-type": "application/json"}
 
 
-def http_api_v2(method: str, path: str, body: Any = None) -> dict[str, Any]:
-    text, headers = _body(body)
+def bearer(credentials: str) -> dict[str, str]:
+    """The header that carries an API key or a JWT."""
+    return {"authorization": f"Bearer {credentials}"}
+
+
+def http_api_v2(
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    jwt_claims: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    text, body_headers = _body(body)
+    all_headers = {
+        "host": "abc123.execute-api.us-east-1.amazonaws.com",
+        "x-forwarded-proto": "https",
+        **body_headers,
+        # API Gateway passes HTTP API header names in lower case.
+        **{name.lower(): value for name, value in (headers or {}).items()},
+    }
+    context: dict[str, Any] = {}
+    if jwt_claims is not None:
+        scopes = str(jwt_claims.get("scope", "")).split()
+        context["authorizer"] = {"jwt": {"claims": dict(jwt_claims), "scopes": scopes or None}}
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": "",
-        "headers": {"host": "abc123.execute-api.us-east-1.amazonaws.com", "x-forwarded-proto": "https", **headers},
+        "headers": all_headers,
         "requestContext": {
+            **context,
             "accountId": "123456789012",
             "apiId": "abc123",
             "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
@@ -49,9 +74,14 @@ def http_api_v2(method: str, path: str, body: Any = None) -> dict[str, Any]:
     }
 
 
-def rest_api_v1(method: str, path: str, body: Any = None) -> dict[str, Any]:
-    text, headers = _body(body)
-    headers = {"Host": "abc123.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https", **headers}
+def rest_api_v1(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    text, body_headers = _body(body)
+    headers = {
+        "Host": "abc123.execute-api.us-east-1.amazonaws.com",
+        "X-Forwarded-Proto": "https",
+        **body_headers,
+        **(headers or {}),
+    }
     return {
         "resource": "/{proxy+}",
         "path": path,
@@ -78,14 +108,19 @@ def rest_api_v1(method: str, path: str, body: Any = None) -> dict[str, Any]:
     }
 
 
-def alb(method: str, path: str, body: Any = None) -> dict[str, Any]:
-    text, headers = _body(body)
+def alb(method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    text, body_headers = _body(body)
     return {
         "requestContext": {"elb": {"targetGroupArn": TARGET_GROUP_ARN}},
         "httpMethod": method,
         "path": path,
         "queryStringParameters": {},
-        "headers": {"host": "service.example.com", "x-forwarded-proto": "https", **headers},
+        "headers": {
+            "host": "service.example.com",
+            "x-forwarded-proto": "https",
+            **body_headers,
+            **{name.lower(): value for name, value in (headers or {}).items()},
+        },
         "body": base64.b64encode(text.encode()).decode() if text else "",
         "isBase64Encoded": bool(text),
     }

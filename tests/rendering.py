@@ -39,8 +39,9 @@ SMALLEST = {
 CACHE_ROOT = Path(os.environ.get("CFT_CACHE_DIR", Path.home() / ".cache" / "copier-fastapi-tasks"))
 CARGO_TARGET = CACHE_ROOT / "cargo-target"
 
-# Left-over Jinja: {{ }}, {% %} or {# #}, but not GitHub Actions' ${{ }} expressions.
-UNRENDERED_JINJA = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|#\}")
+# Left-over Jinja: {{ }}, {% %} or {# #}, but not GitHub Actions' ${{ }} expressions nor
+# CloudFormation's dynamic references ({{resolve:...}}, template.yaml).
+UNRENDERED_JINJA = re.compile(r"(?<!\$)\{\{(?!resolve:)|\{%|%\}|\{#|#\}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ tests/test_docker_images.py already covers for every runner. The python runner i
 build, and 3.11 has a Debian-made base image.
 
 The tests share one running stack and run in file order, on one xdist worker (the last one
-stops the stack).
+stops the stack). The image runs with AUTH_MODE=api_key: every Compose command is given API_KEYS
+in its environment, as a user's shell or .env gives it, and the API is called with that key.
 """
 
 import json
@@ -28,7 +29,17 @@ import pytest
 import yaml
 
 from .baseimages import BaseImageUnavailable, ensure_images, image_defaults
-from .images import Container, docker_engine_problem, http, iter_accepted, multipart, prepare_project, wait_until
+from .images import (
+    API_KEYS_ENV,
+    TEST_API_KEY,
+    Container,
+    docker_engine_problem,
+    http,
+    iter_accepted,
+    multipart,
+    prepare_project,
+    wait_until,
+)
 from .rendering import Variant, free_port
 
 VARIANT = Variant(
@@ -93,15 +104,26 @@ class Stack:
 
     def compose(self, *args: str, timeout: float = COMMAND_TIMEOUT, api_port: bool = True) -> str:
         """Run one Compose command in the project; fail with its output unless it succeeded."""
+        result = self.run(*args, timeout=timeout, api_port=api_port)
+        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        return result.stdout
+
+    def run(
+        self, *args: str, timeout: float = COMMAND_TIMEOUT, api_port: bool = True, api_keys: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """One Compose command in the project, whatever its outcome."""
         assert COMPOSE is not None
-        # DOCKER_BUILDKIT=0: this engine has no BuildKit frontend image to pull. API_PORT is read
-        # by every command, not only `up`: one without it would see another port and recreate
-        # the api container.
+        # DOCKER_BUILDKIT=0: this engine has no BuildKit frontend image to pull. API_PORT and
+        # API_KEYS are read by every command, not only `up`: one without them would see another
+        # port and recreate the api container, or refuse to run.
         env = {**os.environ, "DOCKER_BUILDKIT": "0"}
         env.pop("API_PORT", None)
+        env.pop("API_KEYS", None)
         if api_port:
             env["API_PORT"] = str(self.api_port)
-        result = subprocess.run(
+        if api_keys:
+            env.update(API_KEYS_ENV)
+        return subprocess.run(
             [*COMPOSE, "--project-name", self.name, *args],
             cwd=self.project,
             env=env,
@@ -111,8 +133,6 @@ class Stack:
             timeout=timeout,
             check=False,
         )
-        assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-        return result.stdout
 
     def containers(self, service: str) -> list[Container]:
         """The service's containers (as `compose ps` lists them: the v2 plugin, running ones only)."""
@@ -175,7 +195,7 @@ def stack(running_stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stac
 
 
 def task_status(stack: Stack, task_id: str) -> dict[str, object]:
-    answer = http("GET", f"{stack.base_url}/tasks/{task_id}")
+    answer = http("GET", f"{stack.base_url}/tasks/{task_id}", api_key=TEST_API_KEY)
     assert answer.status == 200, answer.body
     return dict(answer.body)
 
@@ -194,7 +214,12 @@ def wait_succeeded(stack: Stack, task_ids: list[str]) -> dict[str, dict[str, obj
 
 
 def schedule_project_task(stack: Stack, project_id: int, name: str) -> str:
-    accepted = http("POST", f"{stack.base_url}/projects/{project_id}/tasks", {"task_name": name, "assigned_to": "Ada"})
+    accepted = http(
+        "POST",
+        f"{stack.base_url}/projects/{project_id}/tasks",
+        {"task_name": name, "assigned_to": "Ada"},
+        api_key=TEST_API_KEY,
+    )
     (task_id,) = iter_accepted([accepted])
     return task_id
 
@@ -226,6 +251,22 @@ def test_users_get_the_api_on_port_8000_unless_api_port_says_otherwise(stack: St
     assert published() == [str(stack.api_port)]
 
 
+def test_the_stack_needs_api_keys_and_the_api_a_key(stack: Stack) -> None:
+    # Without API_KEYS (neither in the environment nor in .env), Compose refuses to start the
+    # stack and says what to set.
+    keyless = stack.run("config", api_keys=False)
+    assert keyless.returncode != 0, keyless.stdout
+    assert "API_KEYS" in keyless.stderr, keyless.stderr
+    # Every service gets them: the workers check the settings as the API does.
+    config = yaml.safe_load(stack.compose("config"))
+    for service in ("api", "worker"):
+        assert config["services"][service]["environment"]["API_KEYS"] == API_KEYS_ENV["API_KEYS"], service
+
+    assert http("GET", f"{stack.base_url}/tasks").status == 401
+    assert http("GET", f"{stack.base_url}/tasks", api_key="not-the-key-of-anyone-here").status == 401
+    assert http("GET", f"{stack.base_url}/tasks", api_key=TEST_API_KEY).status == 200
+
+
 def test_a_task_is_run_by_the_worker_container_through_redis(stack: Stack) -> None:
     task_id = schedule_project_task(stack, 101, "Ship it")
     record = wait_succeeded(stack, [task_id])[task_id]
@@ -246,14 +287,17 @@ def test_the_api_reads_what_the_worker_wrote_and_the_worker_what_the_api_stored(
     # The activity log is written by the task in the worker and read by an endpoint of the API.
     task_id = schedule_project_task(stack, 202, "Review the compose file")
     wait_succeeded(stack, [task_id])
-    activity = http("GET", f"{stack.base_url}/projects/202/activity")
+    activity = http("GET", f"{stack.base_url}/projects/202/activity", api_key=TEST_API_KEY)
     assert activity.status == 200, activity.body
-    assert any("Review the compose file" in entry for entry in activity.body["entries"]), activity.body
+    entries = activity.body["entries"]
+    assert any(entry["activity"] == "created 'Review the compose file'" for entry in entries), activity.body
 
     # An upload is stored by the API and analysed by the worker.
     rows = b"".join(b"%d,%d\n" % (i, i * 3) for i in range(500))
     body, content_type = multipart({"uploaded_by": "tester"}, "file", "numbers.csv", rows, "text/csv")
-    uploaded = http("POST", f"{stack.base_url}/documents/upload", data=body, content_type=content_type)
+    uploaded = http(
+        "POST", f"{stack.base_url}/documents/upload", data=body, content_type=content_type, api_key=TEST_API_KEY
+    )
     (upload_id,) = iter_accepted([uploaded])
     result = wait_succeeded(stack, [upload_id])[upload_id]["result"]
     assert isinstance(result, dict) and result["filename"] == "numbers.csv", result

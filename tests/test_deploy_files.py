@@ -112,3 +112,50 @@ def test_the_sam_template_wires_queue_dead_letters_and_partial_batches(rendered:
         assert not re.search(r"Action:\s*['\"]?\w*:?\*", text), path
         assert "Resource: '*'" not in text and 'Resource: "*"' not in text
         assert "Type: SQS" not in text, "an SQS event would attach AWSLambdaSQSQueueExecutionRole"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.lambda"])
+def test_both_images_need_callers_to_bring_a_key(rendered: RenderCache, name: str) -> None:
+    for path in distinct_files(rendered, name).values():
+        text = path.read_text()
+        # Fail closed: AUTH_MODE=api_key, and no key baked in (without API_KEYS, no start).
+        assert re.search(r"^\s+AUTH_MODE=api_key\b", text, re.MULTILINE), path
+        assert not re.search(r"^\s*(ENV\s+)?API_KEYS=", text, re.MULTILINE), path
+
+
+def test_the_sam_template_takes_api_keys_or_a_jwt_authorizer_from_parameters(rendered: RenderCache) -> None:
+    from cfnlint.decode import decode  # cfn-lint's reader: CloudFormation's short tags as long form
+
+    for path in distinct_files(rendered, "template.yaml").values():
+        template, problems = decode(str(path))
+        assert not problems, problems
+        parameters = template["Parameters"]
+        assert parameters["AuthMode"]["Default"] == "api_key", path
+        assert parameters["AuthMode"]["AllowedValues"] == ["api_key", "jwt"], path
+        assert parameters["ApiKeys"]["NoEcho"] is True and parameters["ApiKeys"]["Default"] == "", path
+        assert {"ApiKeysSecret", "JwtIssuer", "JwtAudience"} <= set(parameters), path
+        # CloudFormation refuses a stack whose mode lacks what it needs.
+        assert set(template["Rules"]) == {"ApiKeyModeNeedsKeys", "JwtModeNeedsIssuerAndAudience"}, path
+        assert template["Conditions"]["UseJwtAuthorizer"] == {"Fn::Equals": [{"Ref": "AuthMode"}, "jwt"]}, path
+
+        function = template["Resources"]["Function"]["Properties"]
+        variables = function["Environment"]["Variables"]
+        assert variables["AUTH_MODE"] == {"Ref": "AuthMode"}, path
+        assert variables["API_KEYS"]["Fn::If"][0] == "ApiKeysFromSecret", path
+        assert variables["API_KEYS"]["Fn::If"][2] == {"Ref": "ApiKeys"}, path
+        assert variables["JWT_API_GATEWAY_AUTHORIZER"] == {"Fn::If": ["UseJwtAuthorizer", "true", "false"]}, path
+        assert function["Events"]["Http"]["Properties"]["ApiId"] == {"Ref": "HttpApi"}, path
+
+        # The HTTP API: with AuthMode jwt its default route needs a token the JWT authorizer
+        # verified; /health and /ready have routes of their own that need none.
+        body = template["Resources"]["HttpApi"]["Properties"]["DefinitionBody"]
+        default_route = body["paths"]["$default"]["x-amazon-apigateway-any-method"]
+        assert default_route["security"] == {"Fn::If": ["UseJwtAuthorizer", [{"JwtAuthorizer": []}], []]}, path
+        for open_path in ("/health", "/ready"):
+            assert "security" not in body["paths"][open_path]["get"], path
+        scheme_if = body["components"]["securitySchemes"]["Fn::If"]
+        assert scheme_if[0] == "UseJwtAuthorizer" and scheme_if[2] == {}, path
+        authorizer = scheme_if[1]["JwtAuthorizer"]["x-amazon-apigateway-authorizer"]
+        assert authorizer["type"] == "jwt" and authorizer["identitySource"] == "$request.header.Authorization"
+        assert authorizer["jwtConfiguration"]["issuer"] == {"Ref": "JwtIssuer"}, path
+        assert "${HttpApi}" in path.read_text().split("ApiUrl:", 1)[1], path

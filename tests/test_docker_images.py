@@ -13,6 +13,10 @@ Which variants get an image of their own. Each distinct Dockerfile is built once
   the task checks below need.
 - task_queue 'celery' adds Celery and Redis to the locked dependencies and needs a broker to
   serve; its image is not built here.
+
+The image runs with AUTH_MODE=api_key: every container here is given API_KEYS (the test
+caller's key, tests/images.py) and sends it, but the one that checks the image refuses to start
+without.
 """
 
 import time
@@ -21,6 +25,8 @@ import pytest
 
 from .baseimages import docker
 from .images import (
+    API_KEYS_ENV,
+    TEST_API_KEY,
     Container,
     ImageBuilds,
     docker_engine_problem,
@@ -53,19 +59,25 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
 
 
 def start_service(image: str, **env: str) -> tuple[Container, str]:
-    container = Container.start(image, env=env, options=("--publish", "127.0.0.1::8000"))
+    container = Container.start(image, env={**API_KEYS_ENV, **env}, options=("--publish", "127.0.0.1::8000"))
     return container, f"http://127.0.0.1:{container.published_port(8000)}"
 
 
 def task_state(base_url: str, task_id: str) -> str:
-    answer = http("GET", f"{base_url}/tasks/{task_id}")
+    answer = http("GET", f"{base_url}/tasks/{task_id}", api_key=TEST_API_KEY)
     assert answer.status == 200, answer.body
     return str(answer.body["state"])
 
 
 def register(base_url: str, n: int) -> list[str]:
     responses = [
-        http("POST", f"{base_url}/register", {"email": f"user{i}@example.com", "name": f"User {i}"}) for i in range(n)
+        http(
+            "POST",
+            f"{base_url}/register",
+            {"email": f"user{i}@example.com", "name": f"User {i}"},
+            api_key=TEST_API_KEY,
+        )
+        for i in range(n)
     ]
     return list(iter_accepted(responses))
 
@@ -73,7 +85,8 @@ def register(base_url: str, n: int) -> list[str]:
 def upload_csv(base_url: str, rows: int) -> str:
     content = b"".join(b"%d,%d.5,%d\n" % (i, i, i * 7 % 13) for i in range(rows))
     body, content_type = multipart({"uploaded_by": "tester"}, "file", "numbers.csv", content, "text/csv")
-    (task_id,) = iter_accepted([http("POST", f"{base_url}/documents/upload", data=body, content_type=content_type)])
+    uploaded = http("POST", f"{base_url}/documents/upload", data=body, content_type=content_type, api_key=TEST_API_KEY)
+    (task_id,) = iter_accepted([uploaded])
     return task_id
 
 
@@ -82,17 +95,40 @@ def test_the_image_serves_runs_tasks_and_runs_as_non_root(variant: Variant, imag
     _, built = images.get(variant)
     print(f"\n{variant.id}: image {built.size_mb:.0f} MB, built in {built.seconds:.0f} s")
 
+    # Fail closed: the image runs with AUTH_MODE=api_key, and without keys it does not start.
+    keyless = Container.start(built.tag)
+    try:
+        exit_code = keyless.wait(timeout=60)
+        logs = keyless.logs()
+        assert exit_code != 0, logs[-3000:]
+        assert "API_KEYS" in logs, logs[-3000:]
+        assert "Traceback" not in logs, logs[-3000:]
+    finally:
+        keyless.remove()
+
     started = time.monotonic()
     container, base_url = start_service(built.tag)
     try:
         wait_until(lambda: http("GET", f"{base_url}/health", timeout=1).status == 200, 30, what="/health 200")
         print(f"{variant.id}: /health answered 200 {time.monotonic() - started:.2f} s after docker run")
 
-        accepted = http("POST", f"{base_url}/projects/101/tasks", {"task_name": "Ship it", "assigned_to": "Ada"})
+        # Without a key, or with a wrong one, nothing but /health and /ready answers.
+        ship_it = {"task_name": "Ship it", "assigned_to": "Ada"}
+        for api_key in (None, "not-the-key-of-anyone-here"):
+            refused = http("POST", f"{base_url}/projects/101/tasks", ship_it, api_key=api_key)
+            assert refused.status == 401, (refused.status, refused.body)
+            challenge = {name.lower(): value for name, value in refused.headers.items()}.get("www-authenticate", "")
+            assert challenge.startswith("Bearer"), refused.headers
+            assert refused.body["error"]["code"], refused.body
+            assert http("GET", f"{base_url}/tasks", api_key=api_key).status == 401
+        assert http("GET", f"{base_url}/ready").status == 200
+
+        accepted = http("POST", f"{base_url}/projects/101/tasks", ship_it, api_key=TEST_API_KEY)
         (task_id,) = iter_accepted([accepted])
         wait_until(lambda: task_state(base_url, task_id) == "succeeded", 20, what="task succeeded")
-        activity = http("GET", f"{base_url}/projects/101/activity")
-        assert any("Ship it" in line for line in activity.body["entries"]), activity.body
+        activity = http("GET", f"{base_url}/projects/101/activity", api_key=TEST_API_KEY)
+        entries = activity.body["entries"]
+        assert any(entry["activity"] == "created 'Ship it'" for entry in entries), activity.body
 
         assert container.inspect("{{.Config.User}}") == f"{APP_UID}:{APP_UID}"
         # The server process itself (PID 1, exec form): its real and effective uid.
@@ -120,7 +156,12 @@ def test_sigterm_finishes_or_reports_every_task_and_a_restart_runs_the_rest(
         # short drain deadline leaves them unfinished on purpose.
         first = Container.start(
             built.tag,
-            env={"OUTBOX_DIR": "/no-outbox-here/outbox", "TASK_DRAIN_TIMEOUT": "2", "TASK_CONCURRENCY": "2"},
+            env={
+                **API_KEYS_ENV,
+                "OUTBOX_DIR": "/no-outbox-here/outbox",
+                "TASK_DRAIN_TIMEOUT": "2",
+                "TASK_CONCURRENCY": "2",
+            },
             options=("--publish", "127.0.0.1::8000", *state),
         )
         base_url = f"http://127.0.0.1:{first.published_port(8000)}"
@@ -156,7 +197,7 @@ def test_sigterm_finishes_or_reports_every_task_and_a_restart_runs_the_rest(
         # container on the same volume (with somewhere to write e-mails) runs the rest.
         second = Container.start(
             built.tag,
-            env={"OUTBOX_DIR": "/tmp/outbox"},
+            env={**API_KEYS_ENV, "OUTBOX_DIR": "/tmp/outbox"},
             options=("--publish", "127.0.0.1::8000", *state),
         )
         base_url = f"http://127.0.0.1:{second.published_port(8000)}"

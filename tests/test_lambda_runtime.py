@@ -10,6 +10,10 @@ Built variants: python_version 3.11 with both task runners (the runner changes t
 Rust crate is compiled in); the 3.13 builds are the container tests' (same steps up to the
 service's wheel). deploy_target 'lambda' renders the same Dockerfile.lambda as 'both' (only
 comment lines differ); include_examples adds three ENV lines and the examples the task checks use.
+
+The image runs with AUTH_MODE=api_key: a function without API_KEYS does not start, HTTP events
+without the key are answered 401, and with AUTH_MODE=jwt behind API Gateway's JWT authorizer
+(what template.yaml sets with AuthMode=jwt) the caller comes from the claims in the event.
 """
 
 import json
@@ -23,7 +27,10 @@ import pytest
 from . import lambda_events as events
 from . import local_aws
 from .images import (
+    API_KEYS_ENV,
     DEPLOYED_VARIANTS,
+    TEST_API_KEY,
+    TEST_CALLER,
     Container,
     ImageBuilds,
     docker_engine_problem,
@@ -44,6 +51,11 @@ pytestmark = [
 PACKAGE = "example_service"
 # An unprivileged uid with no entry in the image, like the one Lambda runs functions as.
 LAMBDA_UID = 993
+AWS_ENV = {"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+AUTHORIZED = events.bearer(TEST_API_KEY)
+# A caller who sees every caller's tasks (AUTH_ADMIN_CALLERS), such as those no request scheduled.
+ADMIN_API_KEY = "copier-fastapi-tasks-admin-key"
+WITH_AN_ADMIN = {"API_KEYS": f"{API_KEYS_ENV['API_KEYS']},ops={ADMIN_API_KEY}", "AUTH_ADMIN_CALLERS": "ops"}
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +100,13 @@ class LambdaContainer:
             ),
         )
 
+    def invoke_raw(self, event: dict[str, Any]) -> Any:
+        """What the emulator answers, an error included."""
+        return wait_until(lambda: http("POST", self.url, event, timeout=60), 20, what="invocation answered")
+
     def invoke(self, event: dict[str, Any]) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
-        answer = wait_until(lambda: http("POST", self.url, event, timeout=60), 20, what="invocation answered")
+        answer = self.invoke_raw(event)
         elapsed = time.perf_counter() - started
         assert answer.status == 200, (answer.status, answer.body, self.container.logs()[-3000:])
         assert isinstance(answer.body, dict), answer.body
@@ -115,7 +131,7 @@ def rie() -> Path:
 def test_http_events_of_every_kind_reach_the_app(variant: Variant, lambda_images: ImageBuilds, rie: Path) -> None:
     _, built = lambda_images.get(variant)
     print(f"\n{variant.id}: Lambda image {built.size_mb:.0f} MB, built in {built.seconds:.0f} s")
-    function = LambdaContainer(built.tag, rie, env={"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION})
+    function = LambdaContainer(built.tag, rie, env={**AWS_ENV, **API_KEYS_ENV})
     try:
         # The emulator starts the runtime on the first invocation: that one is the cold start.
         health, cold = function.invoke(events.http_api_v2("GET", "/health"))
@@ -124,7 +140,11 @@ def test_http_events_of_every_kind_reach_the_app(variant: Variant, lambda_images
             answer, _ = function.invoke(make_event("GET", "/health"))
             assert answer["statusCode"] == 200, answer
             assert events.response_json(answer) == {"status": "ok"}
-            missing, _ = function.invoke(make_event("GET", "/tasks/no-such-task"))
+            for headers in (None, events.bearer("not-the-key-of-anyone-here")):
+                refused, _ = function.invoke(make_event("GET", "/tasks/no-such-task", headers=headers))
+                assert refused["statusCode"] == 401, refused
+                assert events.response_json(refused)["error"]["code"], refused
+            missing, _ = function.invoke(make_event("GET", "/tasks/no-such-task", headers=AUTHORIZED))
             assert missing["statusCode"] == 404, missing
             assert events.response_json(missing)["error"]["code"] == "not_found"
         assert health["statusCode"] == 200
@@ -135,6 +155,43 @@ def test_http_events_of_every_kind_reach_the_app(variant: Variant, lambda_images
         processes = function.container.processes()
         assert any(args.startswith("python -m awslambdaric") for _, args in processes), processes
         assert {uid for uid, _ in processes} == {str(LAMBDA_UID)}, processes
+    finally:
+        function.close()
+
+
+@pytest.mark.parametrize("variant", DEPLOYED_VARIANTS, ids=lambda v: v.id)
+def test_the_function_fails_closed_and_takes_callers_from_api_gateways_jwt_authorizer(
+    variant: Variant, lambda_images: ImageBuilds, rie: Path
+) -> None:
+    _, built = lambda_images.get(variant)
+    # The image's AUTH_MODE=api_key without API_KEYS: the function does not start (its init
+    # fails with the setting named), so no request reaches an unprotected app.
+    keyless = LambdaContainer(built.tag, rie, env=AWS_ENV)
+    try:
+        answer = keyless.invoke_raw(events.http_api_v2("GET", "/health"))
+        # The emulator answers 502 when the runtime exits during its init (Lambda: an error).
+        errored = answer.status != 200 or (isinstance(answer.body, dict) and "errorType" in answer.body)
+        assert errored, (answer.status, answer.body)
+        logs = keyless.container.logs()
+        assert "invalid settings" in logs and "API_KEYS" in logs, logs[-3000:]
+    finally:
+        keyless.close()
+
+    # What template.yaml sets with AuthMode=jwt: API Gateway's JWT authorizer verified the token
+    # and passes its claims in the event; the function takes the caller from them.
+    behind_authorizer = {"AUTH_MODE": "jwt", "JWT_API_GATEWAY_AUTHORIZER": "true"}
+    function = LambdaContainer(built.tag, rie, env={**AWS_ENV, **behind_authorizer})
+    try:
+        health, _ = function.invoke(events.http_api_v2("GET", "/health"))
+        assert health["statusCode"] == 200, health
+        # A request that did not come through the authorizer has no claims: refused.
+        refused, _ = function.invoke(events.http_api_v2("GET", "/tasks", headers=events.bearer("a.b.c")))
+        assert refused["statusCode"] == 401, refused
+        claims = {"sub": TEST_CALLER, "iss": "https://issuer.example.com/", "scope": "tasks:read"}
+        listed, _ = function.invoke(events.http_api_v2("GET", "/tasks", jwt_claims=claims))
+        assert listed["statusCode"] == 200, listed
+        missing, _ = function.invoke(events.http_api_v2("GET", "/tasks/no-such-task", jwt_claims=claims))
+        assert missing["statusCode"] == 404, missing
     finally:
         function.close()
 
@@ -153,19 +210,20 @@ def test_tasks_go_through_sqs_and_their_status_through_dynamodb(
             "TASK_QUEUE_URL": aws.queue_url,
             "TASK_STORE_URL": f"dynamodb://{aws.table}",
             "AWS_ENDPOINT_URL": aws.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
+            **AWS_ENV,
+            **WITH_AN_ADMIN,
             **CREDENTIALS,
         },
     )
     sqs = aws.client("sqs")
+    deploy = {"task_name": "Deploy", "assigned_to": "Grace"}
     try:
-        accepted, _ = function.invoke(
-            events.http_api_v2("POST", "/projects/7/tasks", {"task_name": "Deploy", "assigned_to": "Grace"})
-        )
+        refused, _ = function.invoke(events.http_api_v2("POST", "/projects/7/tasks", deploy))
+        assert refused["statusCode"] == 401, refused
+        accepted, _ = function.invoke(events.http_api_v2("POST", "/projects/7/tasks", deploy, headers=AUTHORIZED))
         assert accepted["statusCode"] == 202, accepted
         task_id = events.response_json(accepted)["task_id"]
-        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"))
+        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}", headers=AUTHORIZED))
         assert events.response_json(status)["state"] == "queued"
 
         # What the event source mapping does: receive, invoke, delete all but the failures.
@@ -177,7 +235,7 @@ def test_tasks_go_through_sqs_and_their_status_through_dynamodb(
         assert [json.loads(m["Body"])["task_id"] for m in messages] == [task_id]
         answer, _ = function.invoke(events.sqs(messages, aws.queue_arn))
         assert answer == {"batchItemFailures": []}
-        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"))
+        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}", headers=AUTHORIZED))
         body = events.response_json(status)
         assert (body["state"], body["attempts"]) == ("succeeded", 1), body
         assert body["result"] == {"project_id": 7, "logged": "created 'Deploy'"}
@@ -185,14 +243,14 @@ def test_tasks_go_through_sqs_and_their_status_through_dynamodb(
         # A repeated delivery of a finished task is skipped, not run again.
         again, _ = function.invoke(events.sqs(messages, aws.queue_arn))
         assert again == {"batchItemFailures": []}
-        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"))
+        status, _ = function.invoke(events.http_api_v2("GET", f"/tasks/{task_id}", headers=AUTHORIZED))
         assert events.response_json(status)["attempts"] == 1
 
         # Partial batch response: only the failing messages go back to the queue.
         failing = {
             "task_id": "doc-that-is-not-there",
             "name": f"{PACKAGE}.examples.jobs.process_document",
-            "args": ["missing.txt", "missing.txt", "grace", "text/plain"],
+            "args": ["missing.txt", "grace", "text/plain"],
             "kwargs": {},
         }
         for body_text in (json.dumps(failing), "not a task", json.dumps({"task_id": task_id, "name": "x"})):
@@ -202,7 +260,12 @@ def test_tasks_go_through_sqs_and_their_status_through_dynamodb(
         by_body = {m["Body"]: m["MessageId"] for m in batch}
         returned = {failure["itemIdentifier"] for failure in answer["batchItemFailures"]}
         assert returned == {by_body[json.dumps(failing)], by_body["not a task"]}, answer
-        status, _ = function.invoke(events.http_api_v2("GET", "/tasks/doc-that-is-not-there"))
+        # No request scheduled that one (its record has no caller): only an admin sees it.
+        unowned = events.http_api_v2("GET", "/tasks/doc-that-is-not-there", headers=AUTHORIZED)
+        assert function.invoke(unowned)[0]["statusCode"] == 404
+        status, _ = function.invoke(
+            events.http_api_v2("GET", "/tasks/doc-that-is-not-there", headers=events.bearer(ADMIN_API_KEY))
+        )
         body = events.response_json(status)
         assert (body["state"], body["attempts"]) == ("retrying", 1), body
         assert body["error"].startswith("FileNotFoundError")

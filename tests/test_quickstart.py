@@ -1,6 +1,8 @@
 """The rendered README's curl commands work against a real uvicorn process.
 
-This is what a person does after `copier copy`: start the service and paste the examples.
+This is what a person does after `copier copy`: start the service and paste the examples. It
+runs with the settings' default AUTH_MODE=none (no key needed, and a warning at startup saying
+so), as `uv run uvicorn` on a developer's machine does.
 """
 
 import os
@@ -42,27 +44,36 @@ def service(tmp_path: Path):  # type: ignore[no-untyped-def]
     project = tmp_path / "service"
     render_variant(ANSWERS, project)
     sync_project(project)
-    env = {**os.environ, **project_env(LOCAL_PYTHON)}
+    # As a developer's shell has it: no AUTH_MODE or API_KEYS of the test run's own.
+    env = {
+        name: value
+        for name, value in {**os.environ, **project_env(LOCAL_PYTHON)}.items()
+        if not name.startswith(("AUTH_", "API_KEYS", "JWT_"))
+    }
     port = free_port()
-    process = subprocess.Popen(
-        [tool("uv"), "run", "--no-sync", "uvicorn", "example_service.main:app", "--port", str(port)],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log_path = tmp_path / "uvicorn.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [tool("uv"), "run", "--no-sync", "uvicorn", "example_service.main:app", "--port", str(port)],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     deadline = time.monotonic() + 30
     while subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/health"], capture_output=True).returncode != 0:
         assert time.monotonic() < deadline, "service did not start"
-        assert process.poll() is None, "service exited"
+        assert process.poll() is None, f"service exited:\n{log_path.read_text()[-3000:]}"
         time.sleep(0.1)
-    yield project, port
+    yield project, port, log_path
     process.terminate()
     process.wait(timeout=30)
 
 
-def test_the_readme_examples_work_with_curl(service: tuple[Path, int]) -> None:
-    project, port = service
+def test_the_readme_examples_work_with_curl(service: tuple[Path, int, Path]) -> None:
+    project, port, log_path = service
+    # No key is needed here, and the service says loudly that it lets anyone in.
+    assert "AUTH_MODE=none" in log_path.read_text(), log_path.read_text()[-3000:]
     commands = readme_curl_commands((project / "README.md").read_text(), port)
     task_ids = []
     for command in commands:

@@ -13,6 +13,9 @@ Two things differ from a user's `sam local invoke`, each for a reason of SAM CLI
 - moto listens on the address of Docker's default bridge, not on loopback: SAM runs its
   containers on that bridge (`--docker-network host` does not give them the host's network).
 
+The function runs with the template's AuthMode default (api_key), its ApiKeys parameter given
+the test caller's key with --parameter-overrides, as `sam deploy` would pass it.
+
 SAM CLI is installed on first use into its own virtual environment under .cache/sam-cli/.
 Nothing is pulled: the image SAM builds on is local, and `sam build` uses the base images
 tests/baseimages.py makes.
@@ -38,7 +41,15 @@ import yaml
 from . import lambda_events as events
 from . import local_aws
 from .baseimages import BaseImageUnavailable, docker, ensure_images, image_defaults
-from .images import DEPLOYED_VARIANTS, docker_engine_problem, http, prepare_project, wait_until
+from .images import (
+    API_KEYS_ENV,
+    DEPLOYED_VARIANTS,
+    TEST_API_KEY,
+    docker_engine_problem,
+    http,
+    prepare_project,
+    wait_until,
+)
 from .local_aws import CREDENTIALS, REGION, LocalAws, local_stack
 from .rendering import REPO_ROOT, free_port
 
@@ -58,6 +69,9 @@ VARIANT = DEPLOYED_VARIANTS[0]
 FUNCTION = "Function"
 SAM_REPOSITORY = "copier-fastapi-tasks-test/sam-local"
 SAM_TIMEOUT = 300
+# The template's parameters as `sam deploy` would be given them: the test caller's key.
+PARAMETER_OVERRIDES = ("--parameter-overrides", f"ParameterKey=ApiKeys,ParameterValue={API_KEYS_ENV['API_KEYS']}")
+AUTHORIZED = events.bearer(TEST_API_KEY)
 
 
 def sam_cli() -> Path:
@@ -144,6 +158,7 @@ class SamProject:
             str(event_file),
             "--env-vars",
             str(env_vars),
+            *PARAMETER_OVERRIDES,
             "--layer-cache-basedir",
             str(self.root / ".layers"),
         )
@@ -222,9 +237,8 @@ def test_sam_local_invoke_serves_http_and_runs_the_task_from_sqs(sam_project: Sa
     assert health["statusCode"] == 200, health
     assert events.response_json(health) == {"status": "ok"}
 
-    accepted = sam_project.invoke(
-        events.http_api_v2("POST", "/projects/7/tasks", {"task_name": "Deploy", "assigned_to": "Grace"}), env_vars
-    )
+    deploy = {"task_name": "Deploy", "assigned_to": "Grace"}
+    accepted = sam_project.invoke(events.http_api_v2("POST", "/projects/7/tasks", deploy, headers=AUTHORIZED), env_vars)
     assert accepted["statusCode"] == 202, accepted
     task_id = events.response_json(accepted)["task_id"]
 
@@ -238,7 +252,7 @@ def test_sam_local_invoke_serves_http_and_runs_the_task_from_sqs(sam_project: Sa
     ran = sam_project.invoke(events.sqs(messages, aws.queue_arn), env_vars)
     assert ran == {"batchItemFailures": []}
 
-    status = sam_project.invoke(events.http_api_v2("GET", f"/tasks/{task_id}"), env_vars)
+    status = sam_project.invoke(events.http_api_v2("GET", f"/tasks/{task_id}", headers=AUTHORIZED), env_vars)
     body = events.response_json(status)
     assert (body["state"], body["attempts"]) == ("succeeded", 1), body
     assert body["result"] == {"project_id": 7, "logged": "created 'Deploy'"}
@@ -259,6 +273,7 @@ def test_sam_local_start_api_routes_the_http_api_to_the_function(sam_project: Sa
                 str(sam_project.template),
                 "--env-vars",
                 str(sam_project.env_vars(aws, "start-api")),
+                *PARAMETER_OVERRIDES,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -278,13 +293,22 @@ def test_sam_local_start_api_routes_the_http_api_to_the_function(sam_project: Sa
         health = wait_until(lambda: http("GET", f"{url}/health", timeout=120), 120, interval=0.5, what="start-api")
         assert (health.status, health.body) == (200, {"status": "ok"}), log_path.read_text()[-6000:]
 
-        missing = http("GET", f"{url}/tasks/no-such-task")
+        # /ready has a route of its own in the HTTP API, open like /health.
+        ready = http("GET", f"{url}/ready", timeout=60)
+        assert ready.status == 200, (ready.status, ready.body)
+
+        # AuthMode api_key (the default): the function checks the key ApiKeys gave it.
+        refused = http("GET", f"{url}/tasks/no-such-task")
+        assert refused.status == 401, (refused.status, refused.body)
+        missing = http("GET", f"{url}/tasks/no-such-task", api_key=TEST_API_KEY)
         assert missing.status == 404, (missing.status, missing.body)
         assert missing.body["error"]["code"] == "not_found"
 
-        accepted = http("POST", f"{url}/projects/7/tasks", {"task_name": "Deploy", "assigned_to": "Grace"})
+        deploy = {"task_name": "Deploy", "assigned_to": "Grace"}
+        assert http("POST", f"{url}/projects/7/tasks", deploy).status == 401
+        accepted = http("POST", f"{url}/projects/7/tasks", deploy, api_key=TEST_API_KEY)
         assert accepted.status == 202, (accepted.status, accepted.body, log_path.read_text()[-6000:])
-        status = http("GET", f"{url}{accepted.body['status_url']}")
+        status = http("GET", f"{url}{accepted.body['status_url']}", api_key=TEST_API_KEY)
         assert (status.status, status.body["state"]) == (200, "queued"), status.body
         queued = aws.client("sqs").receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10).get("Messages")
         assert [json.loads(m["Body"])["task_id"] for m in queued or []] == [accepted.body["task_id"]]

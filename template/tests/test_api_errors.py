@@ -24,8 +24,41 @@ def test_unknown_task_is_404_in_the_envelope(client: TestClient) -> None:
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "not_found"
-    assert "does-not-exist" in error["message"]
+    # The id is not repeated back: an answer never carries its input.
+    assert "does-not-exist" not in response.text
     assert error["request_id"] == response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["a" * 65, "b" * 10_000, "has.a.dot", "tab%09here", "%00", "\u2028", "\U0001f600"],
+    ids=["65 chars", "10000 chars", "dot", "tab", "nul", "line separator", "emoji"],
+)
+def test_ids_unlike_any_issued_are_refused_unechoed_and_unlogged(
+    client: TestClient, caplog: pytest.LogCaptureFixture, task_id: str
+) -> None:
+    with caplog.at_level(logging.INFO):
+        response = client.get(f"/tasks/{task_id}")
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [detail["loc"] for detail in error["details"]] == [["path", "task_id"]]
+    assert task_id not in response.text
+    if len(task_id) > 64:
+        # The service's lines, not those of the test's HTTP client.
+        logged = [
+            record.getMessage() + repr(record.__dict__)
+            for record in caplog.records
+            if not record.name.startswith("httpx")
+        ]
+        assert logged, "the request is logged"
+        assert not any(task_id in line for line in logged), "an overlong id is logged whole"
+
+
+def test_the_longest_id_is_looked_up(client: TestClient) -> None:
+    response = client.get(f"/tasks/{'c' * 64}")
+    assert response.status_code == 404
+    assert "c" * 64 not in response.text
 
 
 def test_unknown_route_is_404_in_the_envelope(client: TestClient) -> None:

@@ -41,6 +41,22 @@ class ServiceBusyError(Exception):
         self.retry_after = retry_after
 
 
+class InputRefusedError(Exception):
+    """Input the request passed validation with, refused later because the service cannot keep
+    it (`add_task`'s check of task arguments): 422 with where it is, or 413 when it is too large.
+
+    `location` is where the refused value is (["args", 0, "name"]), as a validation error's
+    `loc`; the message never repeats the value itself.
+    """
+
+    def __init__(
+        self, message: str, *, status: int = 422, location: list[str | int] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.location = location
+
+
 def error_response(
     status: int,
     code: str,
@@ -106,6 +122,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", "The request is not valid.", details=details)
 
 
+async def _input_refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputRefusedError)
+    details = None
+    if exc.location is not None:
+        details = [{"loc": exc.location, "msg": str(exc), "type": "value_error"}]
+    message = "The request is not valid." if exc.status == 422 else str(exc)
+    return error_response(exc.status, _code_for(exc.status), message, details=details)
+
+
 async def _service_busy(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceBusyError)
     return error_response(
@@ -118,3 +143,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ServiceBusyError, _service_busy)
+    app.add_exception_handler(InputRefusedError, _input_refused)

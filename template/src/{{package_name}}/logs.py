@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .redaction import mask_emails
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
 
@@ -23,22 +25,38 @@ _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, ids, extra fields, traceback."""
+    """One JSON object per line: time, level, logger, message, ids, extra fields, traceback.
+
+    E-mail addresses in the message and the fields are masked (`a***@example.com`): personal
+    data stays out of logs, which are kept and shared more widely than the task store. The
+    traceback is left whole, for whoever debugs it.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_emails(record.getMessage()),
             "pid": record.process,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_") and value is not None:
-                entry[key] = value
+                entry[key] = _masked(value)
         if record.exc_info and record.exc_info[1] is not None:
             entry["exception"] = "".join(traceback.format_exception(record.exc_info[1]))
         return json.dumps(entry, default=str)
+
+
+def _masked(value: Any) -> Any:
+    """A log field with the e-mail addresses in its text masked, in lists and dicts too."""
+    if isinstance(value, str):
+        return mask_emails(value)
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    return value
 
 
 def _stamp_ids(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:

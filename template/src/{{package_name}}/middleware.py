@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 # A caller-supplied id is kept only if it is short and plain, so it is safe to log and echo.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HEADER_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
+# A path segment longer than any id the service issues (task ids are 32 characters) is logged cut
+# short, with its length: a client cannot write what it likes, as long as it likes, into the log.
+_LOGGED_SEGMENT = 64
+_LOGGED_PATH = 512
 
 
 class RequestContextMiddleware:
@@ -48,7 +52,7 @@ class RequestContextMiddleware:
                 "request",
                 extra={
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": _loggable(scope["path"]),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
@@ -70,7 +74,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception:
-            logger.exception("unhandled error", extra={"path": scope["path"]})
+            logger.exception("unhandled error", extra={"path": _loggable(scope["path"])})
             if response_started:
                 # Headers are out; the only honest thing left is to drop the connection.
                 raise
@@ -89,3 +93,13 @@ def _request_id_from(scope: Scope) -> str:
                 return candidate
             break
     return uuid.uuid4().hex
+
+
+def _loggable(path: str) -> str:
+    """`path` as the log shows it: each overlong segment cut, and the whole bounded."""
+    segments = [
+        part if len(part) <= _LOGGED_SEGMENT else f"{part[:16]}...({len(part)} chars)"
+        for part in path.split("/")
+    ]
+    shown = "/".join(segments)
+    return shown if len(shown) <= _LOGGED_PATH else f"{shown[:_LOGGED_PATH]}...({len(path)} chars)"

@@ -11,7 +11,6 @@ store took, and recovery or redelivery continues from there.
 """
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -23,6 +22,8 @@ from typing import Any, TypeVar
 from fastapi.encoders import jsonable_encoder
 
 from ..logs import task_context
+from ..redaction import client_text
+from .json_values import checked_json_size
 from .models import TaskRecord, TaskState, utcnow
 from .retry import RetryPolicy
 from .store import TaskStore
@@ -47,8 +48,10 @@ class StoreUnavailableError(Exception):
 
 
 def describe_error(error: BaseException) -> str:
-    """What a client sees of a failure: the exception type and message, never a traceback."""
-    message = str(error)
+    """What a client sees of a failure: the exception type and its message without paths or
+    secrets (redaction.py; ERROR_DETAIL=full shows it all), never a traceback. The log line of the
+    failure keeps everything."""
+    message = client_text(str(error))
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
@@ -89,8 +92,12 @@ class TaskLedger:
         *,
         health: StoreHealth | None = None,
         patience: float | None = None,
+        max_result_bytes: int | None = None,
     ) -> None:
         self.store = store
+        # MAX_TASK_RESULT_BYTES: a larger result fails its task instead of being stored (None:
+        # no limit).
+        self.max_result_bytes = max_result_bytes
         self.health = health or StoreHealth()
         # Set at shutdown: a transition still waiting for the store gives up.
         self.stop = threading.Event()
@@ -169,12 +176,15 @@ class TaskLedger:
         self._log(logging.INFO, "task started", record, attempt=attempt)
 
     def succeeded(self, record: TaskRecord, result: Any) -> bool:
-        """Record the result; False if it is not JSON, in which case the task is failed instead."""
+        """Record the result; False if no store could keep it as it is (not JSON, a JSON value
+        tasks/json_values.py refuses, over MAX_TASK_RESULT_BYTES): the task is failed instead."""
         try:
-            record.result = _as_json(result)
+            record.result = self._storable(result)
         except (TypeError, ValueError) as error:
-            # The work is done, but its outcome cannot be reported; say so instead of lying.
-            self.failed(record, TypeError(f"the task returned a value that is not JSON: {error}"))
+            # The work is done, but its outcome cannot be reported; say so instead of lying (or
+            # storing a record whose every read would fail).
+            unstorable = f"the task returned a value that is not JSON every store keeps: {error}"
+            self.failed(record, TypeError(unstorable))
             return False
         record.state = TaskState.SUCCEEDED
         record.error = None
@@ -182,6 +192,17 @@ class TaskLedger:
         self._save(record)
         self._log(logging.INFO, "task succeeded", record)
         return True
+
+    def _storable(self, result: Any) -> Any:
+        """The result as JSON values, once checked like a task's arguments and against its limit."""
+        encoded = jsonable_encoder(result)
+        size = checked_json_size(encoded, ("result",))
+        if self.max_result_bytes is not None and size > self.max_result_bytes:
+            raise ValueError(
+                f"it is {size} bytes of JSON, over the limit of {self.max_result_bytes} "
+                "(MAX_TASK_RESULT_BYTES)"
+            )
+        return encoded
 
     def retrying(self, record: TaskRecord, error: BaseException, delay: float) -> None:
         record.state = TaskState.RETRYING
@@ -299,9 +320,3 @@ class TaskLedger:
                 exc_info=error,
                 extra={"task_name": record.name, "attempts": record.attempts, **fields},
             )
-
-
-def _as_json(value: Any) -> Any:
-    encoded = jsonable_encoder(value)
-    json.dumps(encoded)
-    return encoded

@@ -29,6 +29,11 @@ def new_task_id() -> str:
     return uuid.uuid4().hex
 
 
+# What a task id may look like: the ids issued (32 hex digits) and room for ids of another
+# scheme, but nothing a client could use to push long or odd text into responses and logs.
+TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
 @dataclass
 class TaskRecord:
     """One scheduled call of a registered task, from acceptance to its final state.
@@ -54,6 +59,8 @@ class TaskRecord:
     # The runner that may run this record; None when a broker owns its delivery.
     owner: str | None = None
     request_id: str | None = None
+    # Who scheduled it (auth.py's Caller.id): only that caller (or an admin) may read it.
+    caller: str | None = None
 
     def expires_at(self, retention: timedelta | None) -> datetime | None:
         """When a store that keeps records for `retention` deletes this one.

@@ -1,16 +1,18 @@
 """`@task`: register a function once, with its retry policy and timeout, under a stable name.
 
 The name, not the function object, is what a task record stores, so a task accepted before a crash
-can be found and run again after the restart (or by another process).
+can be found and run again after the restart (or by another process). Every process registers the
+same tasks by importing the modules TASK_MODULES names (`import_task_modules`).
 """
 
 import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import importlib
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -179,3 +181,24 @@ def task(
         return spec
 
     return register(fn) if fn is not None else register
+
+
+class TaskModuleError(ImportError):
+    """A module TASK_MODULES names could not be imported."""
+
+
+def import_task_modules(names: Iterable[str]) -> None:
+    """Import the modules that define tasks (TASK_MODULES), so their tasks are registered.
+
+    The app and every worker call it at startup: each then knows every task it may be handed,
+    whatever else it imports. A module that fails to import raises TaskModuleError naming it.
+    """
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as error:
+            raise TaskModuleError(
+                f"TASK_MODULES names {name!r}, which could not be imported: "
+                f"{type(error).__name__}: {error}",
+                name=name,
+            ) from error

@@ -10,7 +10,6 @@ concurrent, bounded, retried and visible at /tasks/{task_id}.
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,8 +19,10 @@ from fastapi import BackgroundTasks, Depends, Request
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from ..errors import ServiceBusyError
+from ..auth import Caller, CurrentCaller
+from ..errors import InputRefusedError, ServiceBusyError
 from ..logs import request_id_var, task_context
+from .json_values import JsonValueError, Location, checked_json_size
 from .ledger import TaskLedger
 from .models import TaskRecord
 from .registry import TaskRegistry, TaskSpec
@@ -50,6 +51,8 @@ class TaskService:
     runner: TaskRunner
     registry: TaskRegistry
     retry_after: int
+    # MAX_TASK_ARGUMENTS_BYTES: larger arguments are refused (413) rather than stored.
+    max_arguments_bytes: int
 
     def read(self, query: Callable[[TaskStore], R]) -> R:
         """Run a read of the store for a request; a store that fails is a 503 with Retry-After
@@ -69,6 +72,8 @@ class TaskScheduler:
 
     service: TaskService
     background: BackgroundTasks
+    # Who scheduled the tasks: only they (or an admin) may read them.
+    caller: Caller
     # Stored and reserved, not yet handed to the runner: only these may still be abandoned.
     _pending: list[TaskRecord] = field(default_factory=list)
     _hand_over_queued: bool = False
@@ -77,10 +82,12 @@ class TaskScheduler:
         """Accept a call of the registered task `fn`; it starts after the response is sent.
 
         Raises TypeError for a function that is not registered with @task or for arguments
-        that are not JSON, and ServiceBusyError (503 + Retry-After) when the queue is full.
+        that are not JSON, InputRefusedError (422 naming the argument, 413) for JSON values no
+        store could keep as they are (tasks/json_values.py) or over MAX_TASK_ARGUMENTS_BYTES,
+        and ServiceBusyError (503 + Retry-After) when the queue is full.
         """
         spec = _registered_spec(self.service.registry, fn)
-        _require_json(spec.name, list(args), kwargs)
+        _require_storable(spec.name, list(args), kwargs, self.service.max_arguments_bytes)
         runner = self.service.runner
         try:
             runner.reserve()
@@ -95,6 +102,7 @@ class TaskScheduler:
             max_attempts=spec.retry.max_attempts,
             owner=runner.owner,
             request_id=request_id_var.get(),
+            caller=self.caller.id,
         )
         try:
             self.service.ledger.accept(record)
@@ -148,13 +156,13 @@ class TaskScheduler:
 
 
 async def task_scheduler(
-    request: Request, background: BackgroundTasks
+    request: Request, background: BackgroundTasks, caller: CurrentCaller
 ) -> AsyncIterator[TaskScheduler]:
     """The `Tasks` dependency. Its teardown runs once the response and the background callbacks
     are done (FastAPI's default "request" scope), and it only ever touches records never handed
     to the runner: an exception from the endpoint abandons them; one from a plain BackgroundTasks
     callback comes after the hand-over (which runs first), when none are left."""
-    scheduler = TaskScheduler(service=request.app.state.tasks, background=background)
+    scheduler = TaskScheduler(service=request.app.state.tasks, background=background, caller=caller)
     try:
         yield scheduler
     except Exception as error:
@@ -179,11 +187,29 @@ def _registered_spec(registry: TaskRegistry, fn: object) -> TaskSpec[Any, Any]:
     )
 
 
-def _require_json(name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
-    try:
-        json.dumps([args, kwargs], allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"arguments of task {name!r} must be JSON values (str, int, float, bool, None, "
-            f"lists and dicts of them): {error}"
-        ) from error
+def _require_storable(name: str, args: list[Any], kwargs: dict[str, Any], max_bytes: int) -> None:
+    """Refuse arguments a store could not keep and give back as they are, or too large ones."""
+    located: list[tuple[Location, Any]] = [
+        (("args", index), value) for index, value in enumerate(args)
+    ]
+    located += [(("kwargs", key), value) for key, value in kwargs.items()]
+    size = 0
+    for location, value in located:
+        try:
+            size += checked_json_size(value, location)
+        except TypeError as error:
+            # The endpoint's own mistake, not the client's: a 500, and the traceback in the log.
+            raise TypeError(
+                f"arguments of task {name!r} must be JSON values (str, int, float, bool, None, "
+                f"lists and dicts of them): {error}"
+            ) from error
+        except JsonValueError as error:
+            raise InputRefusedError(
+                f"cannot be stored as JSON: {error.problem}", location=list(error.location)
+            ) from error
+    if size > max_bytes:
+        raise InputRefusedError(
+            f"the task's arguments are {size} bytes of JSON, over the limit of {max_bytes} "
+            "(MAX_TASK_ARGUMENTS_BYTES)",
+            status=413,
+        )

@@ -1,4 +1,5 @@
 """Example endpoints and their tasks, after the articles this template answers.
 
-Delete this package and its `include_router` line in `api/__init__.py` to start bare.
+Delete this package, its `include_router` line in `api/__init__.py`, `ExampleSettings` from the
+bases of `Settings` and its jobs module from `TASK_MODULES` to start bare.
 """

@@ -43,12 +43,15 @@ class OutboxEmailSender:
         logger.info("e-mail written to outbox", extra={"to": message["To"], "path": str(path)})
 
     def _write(self, path: Path, content: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # The outbox holds addresses and messages: only the service's user may read it.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Written aside, then renamed over: a reader never sees half a message, and a repeated
         # send (even one overlapping the first) leaves exactly one whole file.
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            partial.write_bytes(content)
+            private = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(private, "wb") as out:
+                out.write(content)
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)

@@ -3,11 +3,13 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 
+from ...auth import CurrentCaller
 from ...errors import ErrorEnvelope
 from ...tasks import TaskRecord, TaskService, TaskState
+from ...tasks.models import TASK_ID_PATTERN
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -53,11 +55,17 @@ class TaskStatus(BaseModel):
 )
 def list_tasks(
     request: Request,
+    caller: CurrentCaller,
     state: TaskState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[TaskStatus]:
+    """The caller's own tasks; an admin's list has everyone's."""
     service: TaskService = request.app.state.tasks
-    records = service.read(lambda store: store.recent(state=state, limit=limit))
+    mine = None if caller.is_admin else caller.id
+    # Without their arguments, which a TaskStatus never shows: a list does not parse them.
+    records = service.read(
+        lambda store: store.recent(state=state, limit=limit, caller=mine, with_arguments=False)
+    )
     return [TaskStatus.of(record) for record in records]
 
 
@@ -71,9 +79,17 @@ def list_tasks(
         503: {"model": ErrorEnvelope, "description": "The task store is unavailable"},
     },
 )
-def get_task(request: Request, task_id: str) -> TaskStatus:
+def get_task(
+    request: Request,
+    # Anything else is answered 422 before the store is asked, without repeating it.
+    task_id: Annotated[str, Path(pattern=TASK_ID_PATTERN)],
+    caller: CurrentCaller,
+) -> TaskStatus:
     service: TaskService = request.app.state.tasks
     record = service.read(lambda store: store.get(task_id))
-    if record is None:
-        raise HTTPException(status_code=404, detail=f"no task has the id {task_id!r}")
+    # Another caller's task is answered exactly like one that does not exist: an id, however
+    # unguessable, is not a permission.
+    if record is None or not (caller.is_admin or record.caller == caller.id):
+        # The id is not repeated: the client has it, and an answer should not carry its input.
+        raise HTTPException(status_code=404, detail="no task has this id")
     return TaskStatus.of(record)

@@ -7,9 +7,18 @@ from pathlib import Path
 
 from .base import TaskStore
 from .memory import MemoryTaskStore
-from .sqlite import SqliteTaskStore
+from .sqlite import SqliteTaskStore, StoreLocationError, prepare_database_file
 
-__all__ = ["MemoryTaskStore", "SqliteTaskStore", "TaskStore", "open_store"]
+_SQLITE = "sqlite:///"
+
+__all__ = [
+    "MemoryTaskStore",
+    "SqliteTaskStore",
+    "StoreLocationError",
+    "TaskStore",
+    "open_store",
+    "prepare_store_location",
+]
 
 
 def open_store(url: str, *, retention: timedelta | None) -> TaskStore:
@@ -19,8 +28,8 @@ def open_store(url: str, *, retention: timedelta | None) -> TaskStore:
     """
     if url == "memory://":
         return MemoryTaskStore(retention=retention)
-    if url.startswith("sqlite:///"):
-        return SqliteTaskStore(Path(url.removeprefix("sqlite:///")), retention=retention)
+    if url.startswith(_SQLITE):
+        return SqliteTaskStore(Path(url.removeprefix(_SQLITE)), retention=retention)
     if url.startswith(("redis://", "rediss://")):
         return _open_generated_only(
             "redis", "RedisTaskStore", url, retention, "task_queue 'celery'"
@@ -32,6 +41,14 @@ def open_store(url: str, *, retention: timedelta | None) -> TaskStore:
     raise ValueError(
         f"TASK_STORE_URL {url!r} is not supported: use sqlite:///path/to/tasks.db or memory://"
     )
+
+
+def prepare_store_location(url: str) -> None:
+    """At startup, before anything runs: make sure this host can keep a store at `url` (the
+    SQLite database's folder and file); StoreLocationError names the path that cannot be
+    written. Stores that are servers (Redis, DynamoDB) are checked by /ready instead."""
+    if url.startswith(_SQLITE):
+        prepare_database_file(Path(url.removeprefix(_SQLITE)))
 
 
 def _open_generated_only(

@@ -21,8 +21,20 @@ class TaskStore(Protocol):
     def get(self, task_id: str) -> TaskRecord | None:
         """The record, or None for an unknown id."""
 
-    def recent(self, state: TaskState | None = None, limit: int = 50) -> list[TaskRecord]:
-        """The newest records first, optionally only those in `state`."""
+    def recent(
+        self,
+        state: TaskState | None = None,
+        limit: int = 50,
+        caller: str | None = None,
+        *,
+        with_arguments: bool = True,
+    ) -> list[TaskRecord]:
+        """The newest records first, optionally only those in `state` or of `caller` (an index
+        serves each: a caller's list never scans other callers' records).
+
+        `with_arguments=False` leaves every record's `args` and `kwargs` empty, unread: a list
+        that does not show them (`GET /tasks`) must not pay for parsing them.
+        """
 
     def heartbeat(self, owner: str) -> None:
         """Say that the runner `owner` is alive."""

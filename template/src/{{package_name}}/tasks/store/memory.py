@@ -1,6 +1,7 @@
 """A task store in a dict: for tests and throwaway runs. Everything is lost with the process."""
 
 import copy
+import dataclasses
 import threading
 import time
 from datetime import datetime, timedelta
@@ -24,10 +25,23 @@ class MemoryTaskStore:
             record = self._records.get(task_id)
             return copy.deepcopy(record) if record is not None else None
 
-    def recent(self, state: TaskState | None = None, limit: int = 50) -> list[TaskRecord]:
+    def recent(
+        self,
+        state: TaskState | None = None,
+        limit: int = 50,
+        caller: str | None = None,
+        *,
+        with_arguments: bool = True,
+    ) -> list[TaskRecord]:
         with self._lock:
-            records = [r for r in self._records.values() if state is None or r.state == state]
+            records = [
+                r
+                for r in self._records.values()
+                if (state is None or r.state == state) and (caller is None or r.caller == caller)
+            ]
         records.sort(key=lambda r: r.created_at, reverse=True)
+        if not with_arguments:
+            records = [dataclasses.replace(r, args=[], kwargs={}) for r in records[:limit]]
         return [copy.deepcopy(r) for r in records[:limit]]
 
     def heartbeat(self, owner: str) -> None:

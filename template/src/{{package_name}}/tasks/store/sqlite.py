@@ -6,6 +6,7 @@ WAL lets readers proceed while one writer commits.
 """
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -31,25 +32,61 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at TEXT,
     next_attempt_at TEXT,
     owner TEXT,
-    request_id TEXT
+    request_id TEXT,
+    caller TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
 """
+# Columns added since the first schema, for databases made before them: (column, definition).
+_ADDED_COLUMNS = (("caller", "TEXT"),)
+_INDEXES_ON_ADDED_COLUMNS = """
+CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
+"""
 
 _COLUMNS = (
     "task_id", "name", "state", "attempts", "max_attempts", "args", "kwargs", "result", "error",
-    "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id",
+    "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id", "caller",
 )  # fmt: skip
+_COLUMNS_BUT_ARGUMENTS = ", ".join(c for c in _COLUMNS if c not in ("args", "kwargs"))
 _FINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
+
+
+class StoreLocationError(Exception):
+    """The database's folder or file cannot be made or written; the message names the path."""
+
+
+def prepare_database_file(path: Path) -> None:
+    """Make the database's folder (0700) and file (0600) unless they exist, and check that the
+    folder takes new files (SQLite adds -wal and -shm beside the database); else raise
+    StoreLocationError naming the path.
+
+    Private to the service's user from the start, whatever the umask: records hold the callers'
+    arguments and results. SQLite gives the -wal and -shm files the database file's permissions.
+    """
+    directory = path.parent
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        where = error.filename or path
+        raise StoreLocationError(
+            f"TASK_STORE_URL: the SQLite task store {path} cannot be written: {reason} ({where})"
+        ) from error
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreLocationError(
+            f"TASK_STORE_URL: the folder {directory} of the SQLite task store takes no new files "
+            "(SQLite writes its -wal and -shm files there)"
+        )
 
 
 class SqliteTaskStore:
     def __init__(self, path: Path, *, retention: timedelta | None = None) -> None:
         self.path = path
         self.retention = retention
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_database_file(path)
         # One connection per OS thread, keyed by the thread's id rather than kept in a
         # threading.local: a native (Rust) worker thread gets a fresh Python thread state each
         # time it calls into Python, so a thread-local would open (and keep) a new connection for
@@ -59,6 +96,11 @@ class SqliteTaskStore:
         self._connections_lock = threading.Lock()
         with self._connection() as connection:
             connection.executescript(_SCHEMA)
+            present = {row["name"] for row in connection.execute("PRAGMA table_info(tasks)")}
+            for column, definition in _ADDED_COLUMNS:
+                if column not in present:
+                    connection.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
+            connection.executescript(_INDEXES_ON_ADDED_COLUMNS)
 
     def _connection(self) -> sqlite3.Connection:
         thread = threading.get_ident()
@@ -91,17 +133,28 @@ class SqliteTaskStore:
         )
         return _from_row(row) if row is not None else None
 
-    def recent(self, state: TaskState | None = None, limit: int = 50) -> list[TaskRecord]:
-        if state is None:
-            rows = self._connection().execute(
-                "SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
-            )
-        else:
-            rows = self._connection().execute(
-                "SELECT * FROM tasks WHERE state = ? ORDER BY created_at DESC LIMIT ?",
-                (state.value, limit),
-            )
-        return [_from_row(row) for row in rows]
+    def recent(
+        self,
+        state: TaskState | None = None,
+        limit: int = 50,
+        caller: str | None = None,
+        *,
+        with_arguments: bool = True,
+    ) -> list[TaskRecord]:
+        conditions, values = [], []
+        if state is not None:
+            conditions.append("state = ?")
+            values.append(state.value)
+        if caller is not None:
+            conditions.append("caller = ?")
+            values.append(caller)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        columns = "*" if with_arguments else _COLUMNS_BUT_ARGUMENTS
+        rows = self._connection().execute(
+            f"SELECT {columns} FROM tasks {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608 - fixed columns and conditions
+            (*values, limit),
+        )
+        return [_from_row(row, with_arguments=with_arguments) for row in rows]
 
     def heartbeat(self, owner: str) -> None:
         self._connection().execute(
@@ -186,18 +239,19 @@ def _to_row(record: TaskRecord) -> tuple[Any, ...]:
         _iso(record.next_attempt_at),
         record.owner,
         record.request_id,
+        record.caller,
     )
 
 
-def _from_row(row: sqlite3.Row) -> TaskRecord:
+def _from_row(row: sqlite3.Row, *, with_arguments: bool = True) -> TaskRecord:
     return TaskRecord(
         task_id=row["task_id"],
         name=row["name"],
         state=TaskState(row["state"]),
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
-        args=json.loads(row["args"]),
-        kwargs=json.loads(row["kwargs"]),
+        args=json.loads(row["args"]) if with_arguments else [],
+        kwargs=json.loads(row["kwargs"]) if with_arguments else {},
         result=json.loads(row["result"]) if row["result"] is not None else None,
         error=row["error"],
         created_at=datetime.fromisoformat(row["created_at"]),
@@ -206,6 +260,7 @@ def _from_row(row: sqlite3.Row) -> TaskRecord:
         next_attempt_at=_parse(row["next_attempt_at"]),
         owner=row["owner"],
         request_id=row["request_id"],
+        caller=row["caller"],
     )
 
 

@@ -1,5 +1,6 @@
-"""Document upload: stored at once under a safe name, analysed in the background."""
+"""Document upload: stored at once under its task's id, analysed in the background, then removed."""
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile, status
@@ -8,9 +9,10 @@ from ...errors import ErrorEnvelope
 from ...settings import get_settings
 from ...tasks import TaskAccepted, Tasks
 from ..jobs import process_document
-from ..uploads import upload_path
+from ..uploads import partial_upload, task_upload, uploads_swept
 
-router = APIRouter(prefix="/documents", tags=["examples"])
+# Its lifespan sweeps away the uploads no task will read (uploads.py).
+router = APIRouter(prefix="/documents", tags=["examples"], lifespan=uploads_swept)
 
 ACCEPTED_TYPES = frozenset({"text/plain", "text/csv", "text/markdown", "application/json"})
 _CHUNK = 1024 * 1024
@@ -57,11 +59,13 @@ def upload_document(
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise _too_large(settings.max_upload_bytes)
 
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    target = upload_path(settings.upload_dir, file.filename)
+    # Uploads are the callers' files: only the service's user may read them.
+    settings.upload_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = partial_upload(settings.upload_dir)
     written = 0
     try:
-        with target.open("xb") as out:
+        private = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(private, "wb") as out:
             while chunk := file.file.read(_CHUNK):
                 written += len(chunk)
                 if written > settings.max_upload_bytes:
@@ -69,11 +73,17 @@ def upload_document(
                 out.write(chunk)
         # Inside the try: if add_task refuses (503, queue full or store down), no task will ever
         # read the file, so it is removed like a partial one.
-        return tasks.add_task(
-            process_document, target.name, file.filename or target.name, uploaded_by, content_type
+        accepted = tasks.add_task(
+            process_document, file.filename or "upload", uploaded_by, content_type
         )
+        # Named after its task once the task's record is stored (so the sweep, finding a file of
+        # this name, can ask the store about it) and before the response is sent (so before the
+        # task starts). Should this process die in between, the task fails saying its upload is
+        # missing, and the sweep removes the partial file.
+        os.replace(partial, task_upload(settings.upload_dir, accepted.task_id))
+        return accepted
     except BaseException:
-        target.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 

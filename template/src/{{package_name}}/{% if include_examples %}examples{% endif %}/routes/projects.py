@@ -2,17 +2,20 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from ...errors import ErrorEnvelope
 from ...settings import get_settings
 from ...tasks import TaskAccepted, Tasks
+from ..activity import project_page
 from ..jobs import record_project_activity
 
 router = APIRouter(prefix="/projects", tags=["examples"])
 
 ProjectId = Annotated[int, Path(ge=1, le=2**53)]
+# The most entries one page of activity holds.
+MAX_PAGE = 200
 
 
 class ProjectTaskCreate(BaseModel):
@@ -20,9 +23,31 @@ class ProjectTaskCreate(BaseModel):
     assigned_to: Annotated[str, Field(min_length=1, max_length=100)]
 
 
+class ActivityEntry(BaseModel):
+    """One entry of a project's activity log, each field as it was written."""
+
+    entry_id: Annotated[
+        int, Field(description="Its place in the log; later entries have larger ids")
+    ]
+    at: Annotated[str, Field(description="When it was written (ISO 8601, UTC)")]
+    user: Annotated[str, Field(description="Who the task was assigned to, exactly as sent")]
+    activity: Annotated[str, Field(description="What happened, e.g. created 'Setup database'")]
+    task_id: Annotated[str | None, Field(description="The task that wrote it")]
+
+
 class ProjectActivity(BaseModel):
+    """One page of a project's activity, newest first."""
+
     project_id: int
-    entries: list[str]
+    entries: Annotated[
+        list[ActivityEntry], Field(description=f"At most `limit` (up to {MAX_PAGE}) entries")
+    ]
+    next_before: Annotated[
+        int | None,
+        Field(
+            description="Pass as `before` for the next, older page; null when this page is the last"
+        ),
+    ]
 
 
 @router.post(
@@ -40,11 +65,27 @@ def create_project_task(
 
 
 @router.get("/{project_id}/activity")
-def project_activity(project_id: ProjectId) -> ProjectActivity:
-    """The activity lines logged for a project so far."""
-    path = get_settings().activity_log_path
-    marker = f"\tproject={project_id}\t"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+def project_activity(
+    project_id: ProjectId,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries per page")] = 50,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=2**53,
+            description="Only entries older than this `entry_id` (a page's `next_before`)",
+        ),
+    ] = None,
+) -> ProjectActivity:
+    """A page of the project's activity, newest first; follow `next_before` for older ones.
+
+    A page reads only its own entries (an index on the project), however long the log grows.
+    """
+    entries, more = project_page(
+        get_settings().activity_log_path, project_id, limit=limit, before=before
+    )
     return ProjectActivity(
-        project_id=project_id, entries=[line for line in lines if marker in line]
+        project_id=project_id,
+        entries=[ActivityEntry.model_validate(entry, from_attributes=True) for entry in entries],
+        next_before=entries[-1].entry_id if more else None,
     )

@@ -13,9 +13,12 @@ router = APIRouter(tags=["examples"])
 
 # Both values become e-mail headers: no whitespace in the address, and no control or line-breaking
 # character (str.splitlines breaks on \x1c-\x1e and \x85 too) in either, or the e-mail can never be
-# written and the task would only fail later, in the background.
+# written and the task would only fail later, in the background. Nor, in the address, any of the
+# header syntax's special characters: Python's header parser fails (raises AttributeError) on
+# some addresses with domain literals, groups or quoted parts ("a@[b.c", "a:b@c.d").
 _NO_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
-EMAIL_PATTERN = rf"^[^@\s{_NO_CONTROL}]+@[^@\s{_NO_CONTROL}]+\.[^@\s{_NO_CONTROL}]+$"
+_ADDRESS_CHARACTER = rf'[^@\s{_NO_CONTROL}()<>\[\]:;\\,"]'
+EMAIL_PATTERN = rf"^{_ADDRESS_CHARACTER}+@{_ADDRESS_CHARACTER}+\.{_ADDRESS_CHARACTER}+$"
 NAME_PATTERN = rf"^[^{_NO_CONTROL}]+$"
 
 
