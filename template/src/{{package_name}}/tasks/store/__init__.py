@@ -31,13 +31,9 @@ def open_store(url: str, *, retention: timedelta | None) -> TaskStore:
     if url.startswith(_SQLITE):
         return SqliteTaskStore(Path(url.removeprefix(_SQLITE)), retention=retention)
     if url.startswith(("redis://", "rediss://")):
-        return _open_generated_only(
-            "redis", "RedisTaskStore", url, retention, "task_queue 'celery'"
-        )
+        return _open_optional("redis", "RedisTaskStore", url, retention, "the Celery workers")
     if url.startswith("dynamodb://"):
-        return _open_generated_only(
-            "dynamodb", "DynamoDbTaskStore", url, retention, "deploy_target 'lambda' or 'both'"
-        )
+        return _open_optional("dynamodb", "DynamoDbTaskStore", url, retention, "AWS Lambda")
     raise ValueError(
         f"TASK_STORE_URL {url!r} is not supported: use sqlite:///path/to/tasks.db or memory://"
     )
@@ -51,10 +47,10 @@ def prepare_store_location(url: str) -> None:
         prepare_database_file(Path(url.removeprefix(_SQLITE)))
 
 
-def _open_generated_only(
-    module: str, class_name: str, url: str, retention: timedelta | None, answer: str
+def _open_optional(
+    module: str, class_name: str, url: str, retention: timedelta | None, comes_with: str
 ) -> TaskStore:
-    """Open a store whose module only services generated with `answer` have."""
+    """Open a store whose module a service has only with `comes_with`."""
     qualified = f"{__name__}.{module}"
     try:
         store_module = importlib.import_module(qualified)
@@ -62,8 +58,8 @@ def _open_generated_only(
         if error.name != qualified:
             raise
         raise ValueError(
-            f"TASK_STORE_URL {url!r} needs the {module} task store, which only services "
-            f"generated with {answer} have"
+            f"TASK_STORE_URL {url!r} needs the {module} task store (tasks/store/{module}.py), "
+            f"which this service does not have: it comes with {comes_with}"
         ) from error
     store: TaskStore = getattr(store_module, class_name)(url, retention=retention)
     return store
