@@ -8,7 +8,9 @@ value given, which may be a secret), and exit code 2, the code of a usage error.
 would only bury the one line that matters.
 """
 
+import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -29,7 +31,27 @@ def settings_or_exit() -> Settings:
         _exit(settings_problems(error))
     except StoreLocationError as error:
         _exit([str(error)])
+    if problems := unwritable_folders(settings):
+        _exit(problems)
     return settings
+
+
+def unwritable_folders(settings: Settings) -> list[str]:
+    """Make the folders the service writes files into (0700) and check they take files; one line
+    per folder that does not. An optional part whose settings name such folders lists them in
+    `writable_folders()` (the examples do)."""
+    listed: dict[str, Path] = getattr(settings, "writable_folders", dict)()
+    problems = []
+    for name, folder in listed.items():
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            problems.append(f"{name}: the folder {folder} cannot be made: {reason}")
+            continue
+        if not os.access(folder, os.W_OK | os.X_OK):
+            problems.append(f"{name}: the folder {folder} takes no new files")
+    return problems
 
 
 def settings_problems(error: ValidationError) -> list[str]:

@@ -28,6 +28,16 @@ class ExampleSettings(BaseModel):
         # The service's request limit (Settings, settings.py).
         max_request_bytes: int
 
+    def writable_folders(self) -> dict[str, Path]:
+        """The folders the examples write files into, by the setting that names each: checked at
+        startup (startup.py), so an unwritable one stops the service with a clear line instead
+        of passing /ready and failing requests later."""
+        return {
+            "UPLOAD_DIR": self.upload_dir,
+            "OUTBOX_DIR": self.outbox_dir,
+            "ACTIVITY_LOG_PATH": self.activity_log_path.parent,
+        }
+
     @model_validator(mode="after")
     def _an_upload_fits_in_a_request(self) -> Self:
         if "max_request_bytes" not in self.model_fields_set:
