@@ -1,17 +1,23 @@
-"""`copier update` from an older tag to the working tree keeps local edits and runs migrations."""
+"""`copier update` from each older tag to the working tree keeps local edits and runs migrations."""
 
 import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from .rendering import IDENTITY, REPO_ROOT, copier, project_pytest, render_variant, run, sync_project, walk_files
 
-# v0.1.0, the first tagged version (also tagged in the repository; the commit is named here so
-# the test works in a clone that did not fetch tags).
-BASELINE_COMMIT = "49759b5365aae72b123516adcbe2a3c2e2ae3d3a"
+# The tagged versions an update starts from, by their commits (named here so the test works in a
+# clone that did not fetch tags): v0.1.0, the first; v0.2.0, the last before the shared attempt
+# lifecycle, callers and the Jinja-free Python templates. The working tree is tagged v0.3.0.
+BASELINES = {
+    "v0.1.0": "49759b5365aae72b123516adcbe2a3c2e2ae3d3a",
+    "v0.2.0": "ffe26fb4ca89aedf10bc3e21a86924f6f0830e7f",
+}
+NEW = "v0.3.0"
 ANSWERS = {
     **IDENTITY,
     "python_version": "3.11",
@@ -46,10 +52,11 @@ def commit_all(cwd: Path, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of this repository with v0.1.0 at the baseline and v0.2.0 = the working tree."""
+    """A copy of this repository with the baselines tagged and v0.3.0 = the working tree."""
     repo = tmp_path_factory.mktemp("template") / "repo"
     git("clone", "--quiet", "--no-tags", str(REPO_ROOT), str(repo), cwd=REPO_ROOT)
-    git("tag", "v0.1.0", BASELINE_COMMIT, cwd=repo)
+    for tag, commit in BASELINES.items():
+        git("tag", tag, commit, cwd=repo)
     # Lay the working tree (uncommitted changes included, ignored files excluded) over HEAD.
     listed = git("ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=REPO_ROOT)
     for name in filter(None, listed.split("\0")):
@@ -61,70 +68,79 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         elif target.exists():
             target.unlink()
     commit_all(repo, "working tree")
-    git("tag", "v0.2.0", cwd=repo)
+    git("tag", NEW, cwd=repo)
     return repo
 
 
-def old_project_with_local_edits(template_repo: Path, destination: Path) -> None:
-    render_variant(ANSWERS, destination, template=template_repo, vcs_ref="v0.1.0")
+def old_project_with_local_edits(template_repo: Path, destination: Path, baseline: str) -> None:
+    render_variant(ANSWERS, destination, template=template_repo, vcs_ref=baseline)
     git("init", "--quiet", "--initial-branch=main", cwd=destination)
-    commit_all(destination, "generated from v0.1.0")
+    commit_all(destination, f"generated from {baseline}")
     # What a user does after generating: customise a module, add their own code, run the service
-    # (which leaves a task in the v0.1.0 database location).
+    # (which leaves a task in the database, where v0.1.0 kept it or where later versions do).
     main = destination / "src" / "example_service" / "main.py"
     main.write_text(main.read_text() + 'app.title = "Customised locally"\n')
     (destination / "src" / "example_service" / "custom.py").write_text('"""Our own code."""\n\nANSWER = 42\n')
-    (destination / "var").mkdir()
-    with sqlite3.connect(destination / "var" / "tasks.db") as db:
+    database = destination / "var" / ("tasks.db" if baseline == "v0.1.0" else "state/tasks.db")
+    database.parent.mkdir(parents=True)
+    with sqlite3.connect(database) as db:
         db.execute("CREATE TABLE marker (task_id TEXT)")
         db.execute("INSERT INTO marker VALUES ('accepted-before-update')")
     commit_all(destination, "local edits")
 
 
-@pytest.fixture(scope="module")
-def updated(
-    template_repo: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
+class Updated(NamedTuple):
+    project: Path
+    result: subprocess.CompletedProcess[str]
+    baseline: str
+
+
+@pytest.fixture(scope="module", params=sorted(BASELINES))
+def updated(template_repo: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Updated:
     project = tmp_path_factory.mktemp("updated") / "service"
-    old_project_with_local_edits(template_repo, project)
+    old_project_with_local_edits(template_repo, project, request.param)
     result = copier(
-        "update", "--trust", "--defaults", "--skip-tasks", "--conflict", "inline", "--vcs-ref", "v0.2.0", cwd=project
+        "update", "--trust", "--defaults", "--skip-tasks", "--conflict", "inline", "--vcs-ref", NEW, cwd=project
     )
-    return project, result
+    return Updated(project, result, request.param)
 
 
 def test_update_reaches_the_new_version_without_conflicts(
-    updated: tuple[Path, subprocess.CompletedProcess[str]],
+    updated: Updated,
 ) -> None:
-    project, _ = updated
+    project = updated.project
     answers = (project / ".copier-answers.yml").read_text()
-    assert "_commit: v0.2.0" in answers
+    assert f"_commit: {NEW}" in answers
     leftovers = [str(p.relative_to(project)) for p in walk_files(project) if p.suffix == ".rej"]
     assert leftovers == []
     markers = run(["git", "grep", "-l", "-E", "^(<<<<<<<|>>>>>>>) "], cwd=project)
     assert markers.stdout == "", f"conflict markers in: {markers.stdout}"
 
 
-def test_local_edits_survive_the_update(updated: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    project, _ = updated
+def test_local_edits_survive_the_update(updated: Updated) -> None:
+    project = updated.project
     assert 'app.title = "Customised locally"' in (project / "src" / "example_service" / "main.py").read_text()
     assert (project / "src" / "example_service" / "custom.py").read_text().endswith("ANSWER = 42\n")
 
 
-def test_the_v0_2_0_migration_moved_the_task_database(updated: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    project, result = updated
+def test_the_task_database_is_where_the_new_version_looks(
+    updated: Updated,
+) -> None:
+    # From v0.1.0 the v0.2.0 migration moves it; from v0.2.0 it is there already.
+    project = updated.project
     assert not (project / "var" / "tasks.db").exists()
     with sqlite3.connect(project / "var" / "state" / "tasks.db") as db:
         assert db.execute("SELECT task_id FROM marker").fetchall() == [("accepted-before-update",)]
-    assert "moved var/tasks.db to var/state/tasks.db" in result.stdout + result.stderr
+    said = "moved var/tasks.db to var/state/tasks.db" in updated.result.stdout + updated.result.stderr
+    assert said == (updated.baseline == "v0.1.0")
 
 
 def test_an_updated_project_equals_a_fresh_copy_plus_the_local_edits(
-    updated: tuple[Path, subprocess.CompletedProcess[str]], template_repo: Path, tmp_path: Path
+    updated: Updated, template_repo: Path, tmp_path: Path
 ) -> None:
-    project, _ = updated
+    project = updated.project
     fresh = tmp_path / "fresh"
-    render_variant(ANSWERS, fresh, template=template_repo, vcs_ref="v0.2.0")
+    render_variant(ANSWERS, fresh, template=template_repo, vcs_ref=NEW)
     ignore = {".git", "var"}
     mine = {str(p.relative_to(project)) for p in walk_files(project) if not ignore & set(p.relative_to(project).parts)}
     theirs = {str(p.relative_to(fresh)) for p in walk_files(fresh)}
@@ -134,9 +150,7 @@ def test_an_updated_project_equals_a_fresh_copy_plus_the_local_edits(
     assert differing == {"src/example_service/main.py"}
 
 
-def test_the_updated_project_passes_its_tests(
-    updated: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
-) -> None:
-    project, _ = updated
+def test_the_updated_project_passes_its_tests(updated: Updated, tmp_path: Path) -> None:
+    project = updated.project
     sync_project(project)
     project_pytest(project, tmp_path / "bt", "-m", "not slow")
