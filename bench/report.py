@@ -93,7 +93,8 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         "the Rust runner runs the native analysis with the GIL released. The idle row is the same probe "
         f"for {sizes.idle_probe_seconds:g} s before the uploads.",
         f"3. **Throughput.** {sizes.tasks:,} `POST /projects/{{id}}/tasks` ({sizes.task_concurrency} connections), "
-        "the articles' activity-log task (one line appended to a file per task), timed from the first request "
+        "the articles' activity-log task (one entry per task: a line appended to a file in stock's, a "
+        "row in an SQLite table in the template's), timed from the first request "
         "until every accepted task is final: for the template its `/ready` counters say so; stock cannot say, "
         "so its log file's lines are counted. The template runs with `TASK_QUEUE_SIZE` above the task count "
         "(with the default bound of 1000 waiting tasks it answers 503 + Retry-After to a client this fast). "
