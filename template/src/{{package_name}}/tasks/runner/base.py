@@ -1,4 +1,4 @@
-"""The contract every task runner keeps; `tests/contract/` checks it against each backend."""
+"""The contract every task runner keeps; `tests/platform/contract/` checks it on each backend."""
 
 import abc
 from dataclasses import dataclass

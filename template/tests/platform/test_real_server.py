@@ -13,8 +13,8 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from ..support import FINAL_STATES, wait_until
 from .live_server import LiveServer, live_server, local_runner_env, store_states
-from .support import FINAL_STATES, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx2 as httpx
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Guards against a hang, not a performance limit: the server normally answers within a second.
 STARTUP_TIME_BOX_S = 30.0
 # The service plus the test tasks (slow, failing, hanging) the real-server tests schedule.
-SERVER_APP = "tests.server_app:app"
+SERVER_APP = "tests.platform.server_app:app"
 # What follows the interpreter to run uvicorn; a test can run it its own way (`-c <code>`).
 UVICORN = ("-m", "uvicorn")
 
