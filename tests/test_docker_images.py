@@ -151,14 +151,15 @@ def test_sigterm_finishes_or_reports_every_task_and_a_restart_runs_the_rest(
     state = ("--volume", f"{volume}:/app/var/state")
     first = second = None
     try:
-        # The welcome e-mails cannot be written (no such folder, and / is not the app user's):
-        # they fail and wait to be retried with backoff, so they are in flight at SIGTERM. A
-        # short drain deadline leaves them unfinished on purpose.
+        # The welcome e-mails cannot be written (the outbox, made at startup, is then made
+        # read-only for the app's user): they fail and wait to be retried with backoff, so they
+        # are in flight at SIGTERM. A short drain deadline leaves them unfinished on purpose.
+        # (An outbox that cannot be made at all stops the service at startup instead.)
         first = Container.start(
             built.tag,
             env={
                 **API_KEYS_ENV,
-                "OUTBOX_DIR": "/no-outbox-here/outbox",
+                "OUTBOX_DIR": "/tmp/outbox",
                 "TASK_DRAIN_TIMEOUT": "2",
                 "TASK_CONCURRENCY": "2",
             },
@@ -166,6 +167,7 @@ def test_sigterm_finishes_or_reports_every_task_and_a_restart_runs_the_rest(
         )
         base_url = f"http://127.0.0.1:{first.published_port(8000)}"
         wait_until(lambda: http("GET", f"{base_url}/health", timeout=1).status == 200, 30, what="/health 200")
+        docker("exec", "--user", "0", first.id, "chmod", "0500", "/tmp/outbox")
         emails = register(base_url, 4)
         documents = [upload_csv(base_url, 40_000) for _ in range(3)]
         accepted = emails + documents
