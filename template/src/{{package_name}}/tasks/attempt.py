@@ -50,7 +50,7 @@ class Decision:
         return self.outcome is Outcome.RETRY
 
 
-DONE_SKIPPED = Decision(Outcome.SKIPPED)
+SKIPPED = Decision(Outcome.SKIPPED)
 ABANDONED = Decision(Outcome.ABANDONED)
 
 
@@ -114,7 +114,7 @@ class AttemptLifecycle:
             if record is None:
                 if missing is None:
                     logger.error("no task record has this id; nothing to run")
-                    return DONE_SKIPPED
+                    return SKIPPED
                 logger.warning("task record missing; running it from its message")
                 record = missing
         with task_context(record):
@@ -145,13 +145,13 @@ class AttemptLifecycle:
         if record.state.is_final:
             # At-least-once delivery: a redelivery of a task that already ended.
             logger.info("task already %s; repeated delivery skipped", record.state.value)
-            return DONE_SKIPPED
+            return SKIPPED
         if self._owner is not None and record.owner not in (None, self._owner):
             logger.warning(
                 "another runner took this task over; this delivery is skipped",
                 extra={"owner": record.owner},
             )
-            return DONE_SKIPPED
+            return SKIPPED
         try:
             spec = self._registry.get(record.name)
             if spec is None:

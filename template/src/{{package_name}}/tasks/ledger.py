@@ -142,17 +142,6 @@ class TaskLedger:
         """The stored record, waiting out a store that fails (see the module docstring)."""
         return self._persist(task_id, lambda: self.store.get(task_id), write=False)
 
-    def begin_attempt(self, record: TaskRecord, max_attempts: int) -> int | None:
-        """Start the record's next attempt and return its number; or, when its attempts are all
-        spent (see `lost_last_attempt`), record it failed and return None: do not run it."""
-        lost = lost_last_attempt(record, max_attempts)
-        if lost is not None:
-            self.failed(record, lost)
-            return None
-        attempt = record.attempts + 1
-        self.started(record, attempt)
-        return attempt
-
     async def not_handed_over(
         self, record: TaskRecord, error: BaseException, to: str = "the runner"
     ) -> None:

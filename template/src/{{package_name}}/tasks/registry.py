@@ -39,26 +39,6 @@ class TaskSpec(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.fn(*args, **kwargs)
 
-    async def run_async(
-        self,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        executor: concurrent.futures.Executor,
-    ) -> Any:
-        """Run one attempt from the event loop: coroutines on it, plain functions on `executor`.
-
-        Raises TimeoutError when the attempt outlives `timeout`. A coroutine is cancelled; a
-        plain function cannot be interrupted, so its thread finishes on its own and its result
-        is discarded.
-        """
-        if self.is_async:
-            coroutine = self.fn(*args, **kwargs)
-            assert inspect.isawaitable(coroutine)
-            return await asyncio.wait_for(coroutine, self.timeout)
-        loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, self.fn, *args, **kwargs)
-        return await asyncio.wait_for(loop.run_in_executor(executor, call), self.timeout)
-
     def run_blocking(
         self,
         args: list[Any],
