@@ -11,9 +11,10 @@ class TaskStore(Protocol):
 
     Every store is opened with a retention (`TASK_RETENTION_SECONDS`; None keeps records forever)
     and deletes a final (succeeded, failed, cancelled) record once that long has passed since it
-    finished (`TaskRecord.expires_at`); an unfinished record is never deleted. Where the database expires
-    entries itself (Redis, DynamoDB) the store marks each final record as it saves it; the others
-    (SQLite, memory) delete in `purge_expired`, which the in-process runners call on every beat.
+    finished (`TaskRecord.expires_at`); an unfinished record is never deleted. Where the database
+    expires entries itself (Redis, DynamoDB) the store marks each final record as it saves it; the
+    others (SQLite, memory) delete in `purge_expired`, which the in-process runners call on every
+    beat.
     """
 
     def save(self, record: TaskRecord) -> None:
