@@ -3,18 +3,32 @@
 Durable across a crash of the server, and shared by the worker processes of one host (uvicorn
 `--workers N`, gunicorn), which all open the same file. Each OS thread gets its own connection;
 WAL lets readers proceed while one writer commits.
+
+A save is an upsert that never clears `cancel_requested` (only `request_cancel` sets it), and a
+progress write touches only `progress` and `version`. Idempotency claims and schedule slots are
+tables beside the records: a primary key makes each claim atomic across threads and processes.
+A database made by an older version of this store gains the new columns when it is opened.
 """
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..models import TaskRecord, TaskState, utcnow
+from ..models import FINAL_STATES, IdempotencyClaim, TaskProgress, TaskRecord, TaskState, utcnow
+from .codec import (
+    deliveries_from_json,
+    deliveries_to_json,
+    progress_from_json,
+    progress_to_json,
+    slot_number,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -33,14 +47,47 @@ CREATE TABLE IF NOT EXISTS tasks (
     next_attempt_at TEXT,
     owner TEXT,
     request_id TEXT,
-    caller TEXT
+    caller TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress TEXT,
+    idempotency_key TEXT,
+    callback_url TEXT,
+    callback_deliveries TEXT NOT NULL DEFAULT '[]',
+    schedule_slot TEXT,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency_claims (
+    caller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (caller, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_claims_by_task ON idempotency_claims (task_id);
+CREATE INDEX IF NOT EXISTS idempotency_claims_by_age ON idempotency_claims (created_at);
+-- The latest slot claimed of each periodic schedule (microseconds since the epoch): a slot is
+-- claimed by moving it forward, so one row per schedule is all there ever is.
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    schedule TEXT PRIMARY KEY,
+    slot INTEGER NOT NULL,
+    claimed_at REAL NOT NULL
+);
 """
 # Columns added since the first schema, for databases made before them: (column, definition).
-_ADDED_COLUMNS = (("caller", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("caller", "TEXT"),
+    ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+    ("progress", "TEXT"),
+    ("idempotency_key", "TEXT"),
+    ("callback_url", "TEXT"),
+    ("callback_deliveries", "TEXT NOT NULL DEFAULT '[]'"),
+    ("schedule_slot", "TEXT"),
+    ("version", "INTEGER NOT NULL DEFAULT 0"),
+)
 _INDEXES_ON_ADDED_COLUMNS = """
 CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
 """
@@ -48,9 +95,24 @@ CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
 _COLUMNS = (
     "task_id", "name", "state", "attempts", "max_attempts", "args", "kwargs", "result", "error",
     "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id", "caller",
+    "cancel_requested", "progress", "idempotency_key", "callback_url", "callback_deliveries",
+    "schedule_slot", "version",
 )  # fmt: skip
 _COLUMNS_BUT_ARGUMENTS = ", ".join(c for c in _COLUMNS if c not in ("args", "kwargs"))
-_FINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
+# An upsert: a save replaces every column but `cancel_requested`, which it can only set (OR),
+# so a runner's save of its older copy never undoes a request to cancel made meanwhile.
+_REPLACED = ", ".join(
+    f"{column} = excluded.{column}"
+    for column in _COLUMNS
+    if column not in ("task_id", "cancel_requested")
+)
+_SAVE = f"""
+INSERT INTO tasks ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" for _ in _COLUMNS)})
+ON CONFLICT (task_id) DO UPDATE SET {_REPLACED},
+    cancel_requested = tasks.cancel_requested OR excluded.cancel_requested
+"""  # noqa: S608 - fixed column names
+_FINAL_STATES = tuple(sorted(state.value for state in FINAL_STATES))
+_IN_FINAL_STATES = f"({', '.join('?' for _ in _FINAL_STATES)})"
 
 
 class StoreLocationError(Exception):
@@ -94,13 +156,28 @@ class SqliteTaskStore:
         # bounded by the threads alive at once.
         self._connections: dict[int, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
-        with self._connection() as connection:
-            connection.executescript(_SCHEMA)
+        connection = self._connection()
+        connection.executescript(_SCHEMA)
+        # Under the write lock: processes opening an older database at once add each column once.
+        with self._transaction() as connection:
             present = {row["name"] for row in connection.execute("PRAGMA table_info(tasks)")}
             for column, definition in _ADDED_COLUMNS:
                 if column not in present:
                     connection.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
-            connection.executescript(_INDEXES_ON_ADDED_COLUMNS)
+        connection.executescript(_INDEXES_ON_ADDED_COLUMNS)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that holds the write lock from its start (BEGIN IMMEDIATE), so what it
+        reads cannot change before it writes."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         thread = threading.get_ident()
@@ -119,11 +196,7 @@ class SqliteTaskStore:
         return connection
 
     def save(self, record: TaskRecord) -> None:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        self._connection().execute(
-            f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608 - fixed column names
-            _to_row(record),
-        )
+        self._connection().execute(_SAVE, _to_row(record))
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = (
@@ -156,6 +229,72 @@ class SqliteTaskStore:
         )
         return [_from_row(row, with_arguments=with_arguments) for row in rows]
 
+    def request_cancel(self, task_id: str) -> TaskRecord | None:
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE tasks SET cancel_requested = 1 WHERE task_id = ?", (task_id,)
+            )
+            row = connection.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return _from_row(row) if row is not None else None
+
+    def save_progress(self, task_id: str, progress: TaskProgress, version: int) -> None:
+        # Never back to an older version: a progress write that arrives after a later save of
+        # the record (the one that ended it) does not undo that save's progress.
+        self._connection().execute(
+            "UPDATE tasks SET progress = ?, version = ? WHERE task_id = ? AND version <= ?",
+            (progress_to_json(progress), version, task_id, version),
+        )
+
+    def claim_idempotency_key(self, claim: IdempotencyClaim) -> IdempotencyClaim | None:
+        # The primary key (caller, key) decides: of two inserts racing, one is ignored.
+        with self._transaction() as connection:
+            inserted = connection.execute(
+                """
+                INSERT OR IGNORE INTO idempotency_claims
+                    (caller, key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?, ?)
+                """,
+                (
+                    claim.caller,
+                    claim.key,
+                    claim.fingerprint,
+                    claim.task_id,
+                    _iso(claim.created_at.astimezone(UTC)),
+                ),
+            )
+            if inserted.rowcount == 1:
+                return None
+            row = connection.execute(
+                "SELECT * FROM idempotency_claims WHERE caller = ? AND key = ?",
+                (claim.caller, claim.key),
+            ).fetchone()
+        return IdempotencyClaim(
+            caller=row["caller"],
+            key=row["key"],
+            fingerprint=row["fingerprint"],
+            task_id=row["task_id"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+        )
+
+    def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
+        self._connection().execute(
+            "DELETE FROM idempotency_claims WHERE caller = ? AND key = ? AND task_id = ?",
+            (caller, key, task_id),
+        )
+
+    def claim_schedule_slot(self, schedule: str, slot: datetime) -> bool:
+        # A slot is claimed by moving the schedule's latest slot forward to it, which only one
+        # writer can do: a slot already claimed, or older than one claimed, is refused.
+        claimed = self._connection().execute(
+            """
+            INSERT INTO schedule_slots (schedule, slot, claimed_at) VALUES (?, ?, ?)
+            ON CONFLICT (schedule) DO UPDATE
+            SET slot = excluded.slot, claimed_at = excluded.claimed_at
+            WHERE excluded.slot > schedule_slots.slot
+            """,
+            (schedule, slot_number(slot), time.time()),
+        )
+        return claimed.rowcount == 1
+
     def heartbeat(self, owner: str) -> None:
         self._connection().execute(
             "INSERT OR REPLACE INTO runners (owner, seen_at) VALUES (?, ?)", (owner, time.time())
@@ -165,31 +304,25 @@ class SqliteTaskStore:
         self._connection().execute("DELETE FROM runners WHERE owner = ?", (owner,))
 
     def claim_orphans(self, owner: str, stale_after: float, limit: int) -> list[TaskRecord]:
-        connection = self._connection()
         # IMMEDIATE takes the write lock up front, so two runners cannot claim the same rows.
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as connection:
             now = time.time()
             connection.execute(
                 "INSERT OR REPLACE INTO runners (owner, seen_at) VALUES (?, ?)", (owner, now)
             )
             rows = connection.execute(
-                """
+                f"""
                 SELECT * FROM tasks
-                WHERE state NOT IN (?, ?) AND owner IS NOT NULL AND owner != ?
+                WHERE state NOT IN {_IN_FINAL_STATES} AND owner IS NOT NULL AND owner != ?
                   AND owner NOT IN (SELECT owner FROM runners WHERE seen_at > ?)
                 ORDER BY created_at LIMIT ?
-                """,
+                """,  # noqa: S608 - fixed placeholders
                 (*_FINAL_STATES, owner, now - stale_after, limit),
             ).fetchall()
             connection.executemany(
                 "UPDATE tasks SET owner = ? WHERE task_id = ?",
                 [(owner, row["task_id"]) for row in rows],
             )
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         claimed = [_from_row(row) for row in rows]
         for record in claimed:
             record.owner = owner
@@ -200,17 +333,39 @@ class SqliteTaskStore:
             return 0
         # finished_at is ISO 8601 text in UTC, so text order is time order (and the index's).
         cutoff = (utcnow() - self.retention).isoformat()
-        deleted = self._connection().execute(
-            """
-            DELETE FROM tasks WHERE task_id IN (
-                SELECT task_id FROM tasks
-                WHERE finished_at <= ? AND state IN (?, ?)
-                LIMIT ?
+        with self._transaction() as connection:
+            expired = [
+                row["task_id"]
+                for row in connection.execute(
+                    f"""
+                    SELECT task_id FROM tasks
+                    WHERE finished_at <= ? AND state IN {_IN_FINAL_STATES}
+                    LIMIT ?
+                    """,  # noqa: S608 - fixed placeholders
+                    (cutoff, *_FINAL_STATES, limit),
+                )
+            ]
+            connection.executemany(
+                "DELETE FROM tasks WHERE task_id = ?", [(task_id,) for task_id in expired]
             )
-            """,
-            (cutoff, *_FINAL_STATES, limit),
-        )
-        return deleted.rowcount
+            # The claims of the records deleted, and those whose request never stored its task
+            # (a process that died in between), once they are as old as the retention.
+            connection.executemany(
+                "DELETE FROM idempotency_claims WHERE task_id = ?",
+                [(task_id,) for task_id in expired],
+            )
+            connection.execute(
+                """
+                DELETE FROM idempotency_claims WHERE rowid IN (
+                    SELECT c.rowid FROM idempotency_claims AS c
+                    WHERE c.created_at <= ?
+                      AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = c.task_id)
+                    LIMIT ?
+                )
+                """,
+                (cutoff, limit),
+            )
+        return len(expired)
 
     def ping(self) -> None:
         self._connection().execute("SELECT 1").fetchone()
@@ -240,6 +395,13 @@ def _to_row(record: TaskRecord) -> tuple[Any, ...]:
         record.owner,
         record.request_id,
         record.caller,
+        int(record.cancel_requested),
+        progress_to_json(record.progress) if record.progress is not None else None,
+        record.idempotency_key,
+        record.callback_url,
+        deliveries_to_json(record.callback_deliveries),
+        _iso(record.schedule_slot),
+        record.version,
     )
 
 
@@ -261,6 +423,13 @@ def _from_row(row: sqlite3.Row, *, with_arguments: bool = True) -> TaskRecord:
         owner=row["owner"],
         request_id=row["request_id"],
         caller=row["caller"],
+        cancel_requested=bool(row["cancel_requested"]),
+        progress=progress_from_json(row["progress"]),
+        idempotency_key=row["idempotency_key"],
+        callback_url=row["callback_url"],
+        callback_deliveries=deliveries_from_json(row["callback_deliveries"]),
+        schedule_slot=_parse(row["schedule_slot"]),
+        version=row["version"],
     )
 
 
