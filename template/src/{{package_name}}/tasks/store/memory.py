@@ -1,4 +1,8 @@
-"""A task store in a dict: for tests and throwaway runs. Everything is lost with the process."""
+"""A task store in a dict: for tests and throwaway runs. Everything is lost with the process.
+
+One lock makes every method atomic: a save keeps a stored request to cancel, a claim is a check
+and an insert under the lock.
+"""
 
 import copy
 import dataclasses
@@ -6,7 +10,8 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from ..models import TaskRecord, TaskState, utcnow
+from ..models import IdempotencyClaim, TaskProgress, TaskRecord, TaskState, utcnow
+from .codec import slot_number
 
 
 class MemoryTaskStore:
@@ -14,11 +19,18 @@ class MemoryTaskStore:
         self.retention = retention
         self._records: dict[str, TaskRecord] = {}
         self._heartbeats: dict[str, float] = {}
+        self._claims: dict[tuple[str, str], IdempotencyClaim] = {}
+        # The latest slot claimed of each schedule (microseconds since the epoch).
+        self._slots: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def save(self, record: TaskRecord) -> None:
+        stored = copy.deepcopy(record)
         with self._lock:
-            self._records[record.task_id] = copy.deepcopy(record)
+            previous = self._records.get(record.task_id)
+            if previous is not None and previous.cancel_requested:
+                stored.cancel_requested = True
+            self._records[record.task_id] = stored
 
     def get(self, task_id: str) -> TaskRecord | None:
         with self._lock:
@@ -43,6 +55,44 @@ class MemoryTaskStore:
         if not with_arguments:
             records = [dataclasses.replace(r, args=[], kwargs={}) for r in records[:limit]]
         return [copy.deepcopy(r) for r in records[:limit]]
+
+    def request_cancel(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            if record is None:
+                return None
+            record.cancel_requested = True
+            return copy.deepcopy(record)
+
+    def save_progress(self, task_id: str, progress: TaskProgress, version: int) -> None:
+        with self._lock:
+            record = self._records.get(task_id)
+            # Never back to an older version (a late write after the save that ended the task).
+            if record is not None and record.version <= version:
+                record.progress = copy.deepcopy(progress)
+                record.version = version
+
+    def claim_idempotency_key(self, claim: IdempotencyClaim) -> IdempotencyClaim | None:
+        with self._lock:
+            holder = self._claims.get((claim.caller, claim.key))
+            if holder is not None:
+                return copy.copy(holder)
+            self._claims[claim.caller, claim.key] = copy.copy(claim)
+            return None
+
+    def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
+        with self._lock:
+            holder = self._claims.get((caller, key))
+            if holder is not None and holder.task_id == task_id:
+                del self._claims[caller, key]
+
+    def claim_schedule_slot(self, schedule: str, slot: datetime) -> bool:
+        number = slot_number(slot)
+        with self._lock:
+            if number <= self._slots.get(schedule, -1):
+                return False
+            self._slots[schedule] = number
+            return True
 
     def heartbeat(self, owner: str) -> None:
         with self._lock:
@@ -69,6 +119,8 @@ class MemoryTaskStore:
         return claimed
 
     def purge_expired(self, limit: int) -> int:
+        if self.retention is None:
+            return 0
         now = utcnow()
         with self._lock:
             expired = [
@@ -76,6 +128,14 @@ class MemoryTaskStore:
             ][:limit]
             for task_id in expired:
                 del self._records[task_id]
+            # The claims of the records deleted, and those whose request never stored its task,
+            # once they are as old as the retention.
+            deleted, cutoff = set(expired), now - self.retention
+            for pair, claim in list(self._claims.items()):
+                if claim.task_id in deleted or (
+                    claim.created_at <= cutoff and claim.task_id not in self._records
+                ):
+                    del self._claims[pair]
         return len(expired)
 
     def _expired(self, record: TaskRecord, now: datetime) -> bool:
