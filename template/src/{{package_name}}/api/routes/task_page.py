@@ -18,9 +18,9 @@ Why it is safe to serve beside the API, with no switch of its own (unlike the do
   not by 'unsafe-inline'. Like every `/tasks` answer it is `Cache-Control: no-store`.
 
 A browser sends no `Authorization` header by itself. The page takes the same credentials as the
-API and no others (never a cookie or a query parameter, which would open it to cross-site
-requests and put keys in logs): read it with AUTH_MODE=none on a private network only, or through
-a proxy that adds the header.
+API and no others: not a cookie, which a browser also sends with the requests other sites' pages
+make, nor a query parameter, which lands in logs and history. Read it with AUTH_MODE=none on a
+private network only, or through a proxy that adds the header (README.md, "The task page").
 """
 
 from collections.abc import Iterable, Sequence
@@ -67,7 +67,7 @@ pre{margin:0;white-space:pre-wrap;overflow-wrap:anywhere}
 td.queued,td.running,td.retrying,td.succeeded,td.failed,td.cancelled{font-weight:600}
 td.queued{color:#5b6270}td.running{color:#2f6fde}td.retrying{color:#a86a08}
 td.succeeded{color:#2e9b54}td.failed{color:#c03030}td.cancelled{color:#6b4fbb}
-.depth{margin:.8rem 0 0}.none{color:#5b6270}
+.depth{margin:.8rem 0 0}.none{color:#5b6270}time{white-space:nowrap}
 """
 POLICY = page_policy(STYLESHEET)
 
