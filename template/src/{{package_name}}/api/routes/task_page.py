@@ -39,7 +39,9 @@ from ...tasks.store import TaskStore
 # Registered before the tasks router (api/__init__.py), so that `ui` is never read as a task id.
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-# The records counted per state: above it, the page says "500+" rather than read them all.
+# The records read per state to count them: a state that has this many shows "500+". One read
+# per state, as `GET /tasks?state=` makes: an index serves each (a caller's own on DynamoDB, which
+# a state then filters, so there a count costs up to the caller's records in retention).
 COUNTED = 500
 # The newest tasks listed, and the newest failures shown with their errors.
 LISTED = 50
