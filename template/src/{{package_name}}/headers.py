@@ -4,13 +4,16 @@
 - `Content-Security-Policy`: an API answer needs nothing loaded, so it may load nothing (should a
   browser ever render one, nothing in it runs). The documentation pages (DOCS_ENABLED) get a
   policy that lets in what FastAPI's pages load: Swagger UI and ReDoc from cdn.jsdelivr.net,
-  ReDoc's fonts from Google Fonts, FastAPI's favicon, and the inline script that starts Swagger UI;
+  ReDoc's fonts from Google Fonts, FastAPI's favicon, and the inline script that starts Swagger UI.
+  The task page (`/tasks/ui`) sets its own, `page_policy`: the API's, plus its one stylesheet;
 - `Cache-Control: no-store` on `/tasks` answers: a task's status and result are its caller's, not
   something for a browser or a shared cache to keep.
 
 A header the app set itself is left as it is.
 """
 
+import base64
+import hashlib
 from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +31,19 @@ DOCS_POLICY = (
     "connect-src 'self'; worker-src blob:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+def page_policy(stylesheet: str) -> str:
+    """The policy of a page the service renders itself: nothing loads and nothing runs, as for an
+    API answer, but its one inline `<style>` element holding exactly `stylesheet`, allowed by its
+    SHA-256 hash (not by 'unsafe-inline', which would let in any style injected into the page)."""
+    digest = base64.b64encode(hashlib.sha256(stylesheet.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; style-src 'sha256-{digest}'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+
+
 _ALWAYS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
