@@ -14,6 +14,7 @@ class MemoryTaskStore:
         self.retention = retention
         self._records: dict[str, TaskRecord] = {}
         self._heartbeats: dict[str, float] = {}
+        self._schedule_slots: set[tuple[str, datetime]] = set()
         self._lock = threading.Lock()
 
     def save(self, record: TaskRecord) -> None:
@@ -43,6 +44,13 @@ class MemoryTaskStore:
         if not with_arguments:
             records = [dataclasses.replace(r, args=[], kwargs={}) for r in records[:limit]]
         return [copy.deepcopy(r) for r in records[:limit]]
+
+    def claim_schedule_slot(self, schedule: str, slot: datetime) -> bool:
+        with self._lock:
+            if (schedule, slot) in self._schedule_slots:
+                return False
+            self._schedule_slots.add((schedule, slot))
+            return True
 
     def heartbeat(self, owner: str) -> None:
         with self._lock:

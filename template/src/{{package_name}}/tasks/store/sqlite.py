@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    schedule TEXT NOT NULL, slot TEXT NOT NULL, PRIMARY KEY (schedule, slot)
+);
 """
 # Columns added since the first schema, for databases made before them: (column, definition).
 _ADDED_COLUMNS = (("caller", "TEXT"),)
@@ -155,6 +158,13 @@ class SqliteTaskStore:
             (*values, limit),
         )
         return [_from_row(row, with_arguments=with_arguments) for row in rows]
+
+    def claim_schedule_slot(self, schedule: str, slot: datetime) -> bool:
+        cursor = self._connection().execute(
+            "INSERT OR IGNORE INTO schedule_slots (schedule, slot) VALUES (?, ?)",
+            (schedule, _iso(slot)),
+        )
+        return cursor.rowcount == 1
 
     def heartbeat(self, owner: str) -> None:
         self._connection().execute(
