@@ -52,7 +52,8 @@ def latest_slot(schedule: str, now: datetime) -> datetime:
 class HandOver(Protocol):
     """Where a fired record goes: a TaskRunner, or a worker's publisher (Celery beat)."""
 
-    owner: str | None
+    @property
+    def owner(self) -> str | None: ...
 
     def reserve(self) -> None: ...
 
@@ -84,6 +85,9 @@ class Periodic:
         self._unsaved: dict[str, TaskRecord] = {}
         self._failing_since: float | None = None
         self._last_logged = 0.0
+        # Why the last slot asked for was not fired, when it was not fired elsewhere either (an
+        # outside clock retries on it); None after a slot was fired or found fired.
+        self.last_error: BaseException | None = None
 
     async def fire_due(self, now: datetime | None = None) -> list[Fired]:
         """Fire the latest slot at or before `now` of every periodic task not fired yet."""
@@ -123,6 +127,7 @@ class Periodic:
                 ):
                     runner.release()
                     self._settled[spec.name] = slot
+                    self.last_error = None
                     logger.debug(
                         "periodic slot fired elsewhere",
                         extra={"task_name": spec.name, "schedule_slot": slot.isoformat()},
@@ -137,6 +142,7 @@ class Periodic:
             self._failed(spec.name, slot, error, "the task store failed")
             return None
         del self._unsaved[spec.name]
+        self.last_error = None
         self._recovered()
         with task_context(record):
             logger.info(
@@ -161,6 +167,7 @@ class Periodic:
         )
 
     def _failed(self, name: str, slot: datetime, error: BaseException, why: str) -> None:
+        self.last_error = error
         now = time.monotonic()
         if self._failing_since is None or now - self._last_logged >= FAILURE_LOG_INTERVAL:
             self._last_logged = now
