@@ -49,6 +49,50 @@ def latest_slot(schedule: str, now: datetime) -> datetime:
     return slot
 
 
+_WEEKDAYS = {
+    name: day for day, name in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])
+}
+
+
+def eventbridge_expression(schedule: str) -> str:
+    """The cron expression as EventBridge Scheduler writes it: `cron(min hour dom month dow
+    year)`, with `?` for the day field left open, 1-7 for Sunday-Saturday and `0/n` for `*/n`.
+
+    What `template.yaml` declares for each periodic task; ValueError for an expression
+    EventBridge cannot say (both a day of the month and a day of the week, a step of weekdays).
+    """
+    minute, hour, day_of_month, month, day_of_week = (field.upper() for field in schedule.split())
+    if day_of_month != "*" and day_of_week != "*":
+        raise ValueError(
+            f"{schedule!r}: EventBridge cannot fire on a day of the month or a day of the week"
+        )
+    if day_of_week == "*":
+        day_of_week = "?"
+    else:
+        day_of_month = "?"
+        day_of_week = _eventbridge_weekdays(schedule, day_of_week)
+    fields = [_eventbridge_step(field) for field in (minute, hour, day_of_month, month)]
+    return f"cron({' '.join(fields)} {day_of_week} *)"
+
+
+def _eventbridge_step(field: str) -> str:
+    return field.replace("*/", "0/") if field.startswith("*/") else field
+
+
+def _eventbridge_weekdays(schedule: str, field: str) -> str:
+    days: set[int] = set()
+    for part in field.split(","):
+        first, _, last = part.partition("-")
+        try:
+            low = _WEEKDAYS[first] if first in _WEEKDAYS else int(first)
+            high = (_WEEKDAYS[last] if last in _WEEKDAYS else int(last)) if last else low
+        except ValueError:
+            message = f"{schedule!r}: EventBridge cannot say the weekdays {field!r}"
+            raise ValueError(message) from None
+        days.update(day % 7 for day in range(low, high + 1))
+    return ",".join(str(day + 1) for day in sorted(days))
+
+
 class HandOver(Protocol):
     """Where a fired record goes: a TaskRunner, or a worker's publisher (Celery beat)."""
 
