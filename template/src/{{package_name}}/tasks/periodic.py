@@ -155,7 +155,10 @@ class Periodic:
 
     async def _fire(self, spec: TaskSpec[Any, Any], slot: datetime) -> Fired | None:
         settled = self._settled.get(spec.name)
-        if settled is not None and slot <= settled and spec.name not in self._unsaved:
+        # A slot older than one fired is never fired; the one fired only if its record is unsaved.
+        if settled is not None and (
+            slot < settled or (slot == settled and spec.name not in self._unsaved)
+        ):
             return None
         runner = self._runner
         try:
