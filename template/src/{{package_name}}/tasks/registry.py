@@ -14,7 +14,10 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from cronsim import CronSim, CronSimError
 
 from .retry import RetryPolicy
 
@@ -31,6 +34,8 @@ class TaskSpec(Generic[P, R]):
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Seconds one attempt may take; None means no limit.
     timeout: float | None = None
+    # A periodic task's cron expression (five fields, UTC): tasks/periodic.py fires it.
+    schedule: str | None = None
 
     @property
     def is_async(self) -> bool:
@@ -110,6 +115,10 @@ class TaskRegistry:
     def names(self) -> list[str]:
         return sorted(self._specs)
 
+    def periodic(self) -> list[TaskSpec[Any, Any]]:
+        """The tasks with a schedule, by name."""
+        return [spec for _, spec in sorted(self._specs.items()) if spec.schedule is not None]
+
 
 registry = TaskRegistry()
 
@@ -126,6 +135,7 @@ def task(
     backoff_base: float = 0.5,
     backoff_max: float = 30.0,
     timeout: float | None = None,
+    schedule: str | None = None,
 ) -> Callable[[Callable[P, R]], TaskSpec[P, R]]: ...
 
 
@@ -138,11 +148,17 @@ def task(
     backoff_base: float = 0.5,
     backoff_max: float = 30.0,
     timeout: float | None = None,
+    schedule: str | None = None,
 ) -> TaskSpec[P, R] | Callable[[Callable[P, R]], TaskSpec[P, R]]:
     """Register `fn` as a task: `@task` or `@task(max_attempts=5, timeout=30)`.
 
     `max_attempts` counts the first try: 3 means up to two retries. The function may be sync or
     async; its arguments and return value must be JSON values.
+
+    `schedule="*/15 * * * *"` makes it periodic: a cron expression (minute, hour, day of month,
+    month, day of week; in UTC) at whose times the task is fired once across every process
+    (tasks/periodic.py). A periodic task takes no arguments. A bad expression, or a function
+    with required parameters, raises ValueError naming the task.
     """
     policy = RetryPolicy(
         max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max
@@ -151,16 +167,48 @@ def task(
         raise ValueError("timeout must be positive")
 
     def register(function: Callable[P, R]) -> TaskSpec[P, R]:
+        task_name = name or f"{function.__module__}.{function.__qualname__}"
+        if schedule is not None:
+            _check_schedule(task_name, function, schedule)
         spec: TaskSpec[P, R] = TaskSpec(
-            name=name or f"{function.__module__}.{function.__qualname__}",
+            name=task_name,
             fn=function,
             retry=policy,
             timeout=timeout,
+            schedule=schedule,
         )
         registry.add(spec)
         return spec
 
     return register(fn) if fn is not None else register
+
+
+def _check_schedule(name: str, function: Callable[..., Any], schedule: str) -> None:
+    """Refuse, naming the task, a cron expression cronsim cannot read (or one that is not the
+    five fields every clock takes: Celery beat, EventBridge), and a function that needs
+    arguments: nothing passes any to a periodic task."""
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"task {name!r}: schedule {schedule!r} must be a cron expression of five fields "
+            "(minute hour day-of-month month day-of-week), e.g. '*/15 * * * *'"
+        )
+    try:
+        CronSim(schedule, datetime.now(UTC))
+    except CronSimError as error:
+        message = f"task {name!r}: schedule {schedule!r} is not valid cron: {error}"
+        raise ValueError(message) from None
+    required = [
+        parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    if required:
+        raise ValueError(
+            f"task {name!r} has a schedule, so nothing passes it arguments, but it requires "
+            f"{', '.join(required)}: give them defaults or drop the schedule"
+        )
 
 
 class TaskModuleError(ImportError):
