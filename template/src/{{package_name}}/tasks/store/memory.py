@@ -6,7 +6,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from ..models import TaskRecord, TaskState, utcnow
+from ..models import TaskProgress, TaskRecord, TaskState, utcnow
 
 
 class MemoryTaskStore:
@@ -18,7 +18,28 @@ class MemoryTaskStore:
 
     def save(self, record: TaskRecord) -> None:
         with self._lock:
-            self._records[record.task_id] = copy.deepcopy(record)
+            kept = copy.deepcopy(record)
+            stored = self._records.get(record.task_id)
+            # Never clears a request to cancel: the writer's copy may predate it.
+            kept.cancel_requested = kept.cancel_requested or (
+                stored is not None and stored.cancel_requested
+            )
+            self._records[record.task_id] = kept
+
+    def request_cancel(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            record = self._records.get(task_id)
+            if record is None:
+                return None
+            record.cancel_requested = True
+            return copy.deepcopy(record)
+
+    def save_progress(self, task_id: str, progress: TaskProgress, version: int) -> None:
+        with self._lock:
+            record = self._records.get(task_id)
+            if record is not None:
+                record.progress = copy.deepcopy(progress)
+                record.version = version
 
     def get(self, task_id: str) -> TaskRecord | None:
         with self._lock:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..models import TaskRecord, TaskState, utcnow
+from ..models import TaskProgress, TaskRecord, TaskState, utcnow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -40,7 +40,13 @@ CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished
 CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
 """
 # Columns added since the first schema, for databases made before them: (column, definition).
-_ADDED_COLUMNS = (("caller", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("caller", "TEXT"),
+    ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+    ("progress", "TEXT"),
+    ("version", "INTEGER NOT NULL DEFAULT 0"),
+    ("callback_url", "TEXT"),
+)
 _INDEXES_ON_ADDED_COLUMNS = """
 CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
 """
@@ -48,7 +54,20 @@ CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
 _COLUMNS = (
     "task_id", "name", "state", "attempts", "max_attempts", "args", "kwargs", "result", "error",
     "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id", "caller",
+    "cancel_requested", "progress", "version", "callback_url",
 )  # fmt: skip
+# An upsert that keeps a stored request to cancel (a save never clears it).
+_UPSERT = (
+    f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "  # noqa: S608 - fixed column names
+    "ON CONFLICT (task_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        if c != "cancel_requested"
+        else "cancel_requested = MAX(cancel_requested, excluded.cancel_requested)"
+        for c in _COLUMNS
+        if c != "task_id"
+    )
+)
 _COLUMNS_BUT_ARGUMENTS = ", ".join(c for c in _COLUMNS if c not in ("args", "kwargs"))
 _FINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
 
@@ -119,10 +138,18 @@ class SqliteTaskStore:
         return connection
 
     def save(self, record: TaskRecord) -> None:
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        self._connection().execute(_UPSERT, _to_row(record))
+
+    def request_cancel(self, task_id: str) -> TaskRecord | None:
         self._connection().execute(
-            f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})",  # noqa: S608 - fixed column names
-            _to_row(record),
+            "UPDATE tasks SET cancel_requested = 1 WHERE task_id = ?", (task_id,)
+        )
+        return self.get(task_id)
+
+    def save_progress(self, task_id: str, progress: TaskProgress, version: int) -> None:
+        self._connection().execute(
+            "UPDATE tasks SET progress = ?, version = ? WHERE task_id = ?",
+            (_progress_json(progress), version, task_id),
         )
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -240,6 +267,35 @@ def _to_row(record: TaskRecord) -> tuple[Any, ...]:
         record.owner,
         record.request_id,
         record.caller,
+        int(record.cancel_requested),
+        _progress_json(record.progress),
+        record.version,
+        record.callback_url,
+    )
+
+
+def _progress_json(progress: TaskProgress | None) -> str | None:
+    if progress is None:
+        return None
+    return json.dumps(
+        {
+            "done": progress.done,
+            "total": progress.total,
+            "message": progress.message,
+            "updated_at": progress.updated_at.isoformat(),
+        }
+    )
+
+
+def _progress(text: str | None) -> TaskProgress | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    return TaskProgress(
+        done=data["done"],
+        total=data["total"],
+        message=data["message"],
+        updated_at=datetime.fromisoformat(data["updated_at"]),
     )
 
 
@@ -261,6 +317,10 @@ def _from_row(row: sqlite3.Row, *, with_arguments: bool = True) -> TaskRecord:
         owner=row["owner"],
         request_id=row["request_id"],
         caller=row["caller"],
+        cancel_requested=bool(row["cancel_requested"]),
+        progress=_progress(row["progress"]),
+        version=row["version"],
+        callback_url=row["callback_url"],
     )
 
 
