@@ -6,13 +6,13 @@
 one that is not due yet (a delayed task: NOT_DUE, after `delay`), cancels one whose cancellation
 was requested (before the start, or while `running` was being written: it reads the record
 again after), fails one that cannot run (no such task registered, its last attempt lost with a
-dead process) and records the start of the next attempt; `call` runs the function, the one thing a backend decides (on a
-thread, on the app's loop, under Celery's time limits); `succeed` or `fail` writes the outcome
-through the ledger and returns the decision: done, or run again after `delay` seconds. An
-attempt that raises once its cancellation was requested ends `cancelled`, never retried; one
-that returns succeeded. How to run
-it again is the backend's other decision (a timer, the native pool, an SQS visibility timeout, a
-Celery retry); whether and when is decided here, once, for all of them.
+dead process) and records the start of the next attempt; `call` runs the function, the one thing
+a backend decides (on a thread, on the app's loop, under Celery's time limits); `succeed` or
+`fail` writes the outcome through the ledger and returns the decision: done, or run again after
+`delay` seconds. An attempt that raises once its cancellation was requested ends `cancelled`,
+never retried; one that returns succeeded. How to run it again is the backend's other decision
+(a timer, the native pool, an SQS visibility timeout, a Celery retry); whether and when is
+decided here, once, for all of them.
 
 Every write goes through the ledger, which waits out a failing store: a transition is never
 dropped, and a task never runs while its start is unrecorded.
