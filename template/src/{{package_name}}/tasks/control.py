@@ -76,7 +76,10 @@ class AttemptControl:
         self._last_poll = float("-inf")
         self._last_write = float("-inf")
         self._last_failure_logged = float("-inf")
-        self.progress_writes = 0
+        # Progress writes may overlap (a coroutine's go to a thread pool): an older one that
+        # comes last is dropped.
+        self._write_lock = threading.Lock()
+        self._written_version = -1
 
     def cancel(self) -> None:
         """Signal the attempt at once (the runner of this process was asked to cancel it)."""
@@ -87,6 +90,10 @@ class AttemptControl:
         CANCEL_POLL_INTERVAL (`fresh`: read now). A failing read answers False (and is logged)."""
         if self.signal.is_set():
             return True
+        if _on_event_loop():
+            # A coroutine's store reads would block its loop: the thread waiting for it reads
+            # (run_on_loop) and sets the signal.
+            return False
         now = time.monotonic()
         with self._lock:
             if not fresh and now - self._last_poll < CANCEL_POLL_INTERVAL:
@@ -114,11 +121,23 @@ class AttemptControl:
             if not complete and now - self._last_write < PROGRESS_INTERVAL:
                 return
             self._last_write = now
-            self.progress_writes += 1
-        try:
-            self._store.save_progress(self.record.task_id, progress, version)
-        except Exception as error:
-            self._store_failed("could not store the task's progress; it goes on", error)
+        loop = _on_event_loop()
+        if loop is not None:
+            # From a coroutine: written off its loop, which a store write must not block.
+            loop.run_in_executor(None, self._write_progress, progress, version)
+        else:
+            self._write_progress(progress, version)
+
+    def _write_progress(self, progress: TaskProgress, version: int) -> None:
+        with self._write_lock:
+            if version <= self._written_version:
+                return
+            try:
+                self._store.save_progress(self.record.task_id, progress, version)
+            except Exception as error:
+                self._store_failed("could not store the task's progress; it goes on", error)
+                return
+            self._written_version = version
 
     @contextlib.contextmanager
     def active(self) -> Iterator["AttemptControl"]:
@@ -136,6 +155,13 @@ class AttemptControl:
                 return
             self._last_failure_logged = now
         logger.warning(message, exc_info=error, extra={"task_id": self.record.task_id})
+
+
+def _on_event_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _current: ContextVar[AttemptControl | None] = ContextVar("task_attempt_control", default=None)
