@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Iterator
 from contextvars import ContextVar
 from typing import Protocol, TypeVar
 
+from ..logs import task_context
 from .models import TaskProgress, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ class AttemptControl:
             if now - self._last_failure_logged < FAILURE_LOG_INTERVAL:
                 return
             self._last_failure_logged = now
-        logger.warning(message, exc_info=error, extra={"task_id": self.record.task_id})
+        # Also from a thread that has no task context (a coroutine's progress write).
+        with task_context(self.record):
+            logger.warning(message, exc_info=error)
 
 
 def _on_event_loop() -> asyncio.AbstractEventLoop | None:
