@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ...auth import Caller, CurrentCaller
 from ...errors import ErrorEnvelope
@@ -28,9 +28,11 @@ class Progress(BaseModel):
 class TaskStatus(BaseModel):
     task_id: str
     name: str
-    # `cancelled`: its cancellation was requested (DELETE /tasks/{id}) before it started again,
-    # or its attempt stopped because of it; final, like `succeeded` and `failed`.
-    state: TaskState
+    state: TaskState = Field(
+        description="queued -> running -> (retrying -> running)* -> succeeded | failed | "
+        "cancelled. `cancelled` (final): its cancellation was requested (DELETE /tasks/{id}) "
+        "before it started (again), or its attempt stopped because of it."
+    )
     attempts: int
     # Attempts the task gets in all: a client can tell a retrying task's last try from the rest.
     max_attempts: int
@@ -39,13 +41,18 @@ class TaskStatus(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    # While `retrying`: when the next attempt is due (its backoff ends); while `queued`, when a
-    # delayed task is due to start; otherwise null.
-    next_attempt_at: datetime | None
-    # What the task last reported of its progress, if it reports any.
-    progress: Progress | None = None
-    # Cancellation was requested: a running task stops at its next check (or await).
-    cancel_requested: bool = False
+    next_attempt_at: datetime | None = Field(
+        description="While `retrying`: when the next attempt is due (its backoff ends); while "
+        "`queued`: when a delayed task is due to start; otherwise null."
+    )
+    progress: Progress | None = Field(
+        default=None, description="What the task last reported of its progress, if anything."
+    )
+    cancel_requested: bool = Field(
+        default=False,
+        description="Cancellation was requested: a running task stops at its next check (a "
+        "coroutine task at its next await).",
+    )
 
     @classmethod
     def of(cls, record: TaskRecord) -> "TaskStatus":
