@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from .logs import request_id_var
 
@@ -100,17 +101,33 @@ def _code_for(status: int) -> str:
     return _CODES.get(status, "client_error" if status < 500 else "server_error")
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else _code_for(exc.status_code)
     details = exc.detail if isinstance(exc.detail, list) else None
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and "Allow" in headers:
+        headers["Allow"] = _allowed_methods(request) or headers["Allow"]
     return error_response(
-        exc.status_code,
-        _code_for(exc.status_code),
-        message,
-        details=details,
-        headers=dict(exc.headers or {}),
+        exc.status_code, _code_for(exc.status_code), message, details=details, headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method of every route at the request's path: Starlette's 405 names only those of
+    the first route there (`GET /tasks/{id}` and `DELETE /tasks/{id}` are two routes)."""
+    methods = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(methods) if methods else None
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -199,8 +199,16 @@ impl<T> State<T> {
         self.reserved + self.queue.len() < capacity
     }
 
-    fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.waiting.is_empty() && self.running.is_empty()
+    /// Nothing left that could finish by `deadline`: nothing queued or running, and nothing
+    /// waiting that falls due before it (a task delayed past the drain is not waited for).
+    fn is_settled_by(&self, deadline: Option<Instant>) -> bool {
+        let next_due = self.waiting.first_key_value().map(|(&(due, _), _)| due);
+        let waits_past = match (next_due, deadline) {
+            (None, _) => true,
+            (Some(due), Some(deadline)) => due > deadline,
+            (Some(_), None) => false,
+        };
+        self.queue.is_empty() && self.running.is_empty() && waits_past
     }
 
     /// Puts `entry` aside until `delay` has passed.
@@ -451,7 +459,7 @@ impl<T: Task> Pool<T> {
     }
 
     /// Stops taking new work and waits up to `timeout` for queued, running and waiting tasks
-    /// to finish, then stops the pool.
+    /// to finish (not for those waiting until after `timeout`), then stops the pool.
     ///
     /// Once `drain` has returned the pool starts nothing and calls no task: what is queued or
     /// waiting is taken out and handed back in [`Drained::dropped`], a running attempt that
@@ -462,7 +470,9 @@ impl<T: Task> Pool<T> {
         let mut state = self.shared.lock();
         state.closed = true;
         self.shared.work_ready.notify_all();
-        state = self.shared.wait_done(state, deadline, State::is_idle);
+        state = self
+            .shared
+            .wait_done(state, deadline, |state| state.is_settled_by(deadline));
         state.stopped = true;
         self.shared.work_ready.notify_all();
         // A call into a task under way returns before `drain` does, and its verdict is taken,
@@ -1031,6 +1041,19 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // A later drain names it again.
         assert_eq!(pool.drain(Duration::ZERO).unfinished, ["t"]);
+    }
+
+    #[test]
+    fn drain_does_not_wait_for_tasks_due_after_its_deadline() {
+        let (pool, log) = (pool(1, 4), Log::default());
+        let later = probe(&log, "later", 1, Ok);
+        pool.submit("later".into(), later, NO_TIMEOUT, Duration::from_secs(60))
+            .unwrap();
+        let started = Instant::now();
+        let drained = pool.drain(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(drained.unfinished, ["later"]);
+        assert_eq!(log.of("later"), []);
     }
 
     #[test]

@@ -2,13 +2,17 @@
 
     decision = lifecycle.run(record, call)
 
-`begin` reads the record the store holds, skips a delivery that has nothing left to do, fails one
-that cannot run (no such task registered, its last attempt lost with a dead process) and records
-the start of the next attempt; `call` runs the function, the one thing a backend decides (on a
-thread, on the app's loop, under Celery's time limits); `succeed` or `fail` writes the outcome
-through the ledger and returns the decision: done, or run again after `delay` seconds. How to run
-it again is the backend's other decision (a timer, the native pool, an SQS visibility timeout, a
-Celery retry); whether and when is decided here, once, for all of them.
+`begin` reads the record the store holds, skips a delivery that has nothing left to do, puts off
+one that is not due yet (a delayed task: NOT_DUE, after `delay`), cancels one whose cancellation
+was requested (before the start, or while `running` was being written: it reads the record
+again after), fails one that cannot run (no such task registered, its last attempt lost with a
+dead process) and records the start of the next attempt; `call` runs the function, the one thing
+a backend decides (on a thread, on the app's loop, under Celery's time limits); `succeed` or
+`fail` writes the outcome through the ledger and returns the decision: done, or run again after
+`delay` seconds. An attempt that raises once its cancellation was requested ends `cancelled`,
+never retried; one that returns succeeded. How to run it again is the backend's other decision
+(a timer, the native pool, an SQS visibility timeout, a Celery retry); whether and when is
+decided here, once, for all of them.
 
 Every write goes through the ledger, which waits out a failing store: a transition is never
 dropped, and a task never runs while its start is unrecorded.
@@ -16,13 +20,16 @@ dropped, and a task never runs while its start is unrecorded.
 
 import enum
 import logging
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ..logs import task_context
+from .control import AttemptControl
 from .ledger import StoreUnavailableError, TaskLedger, lost_last_attempt
-from .models import TaskRecord
+from .models import TaskRecord, TaskState
 from .registry import TaskRegistry, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -37,30 +44,47 @@ class Outcome(enum.StrEnum):
     # Shutdown (or a consumer's patience) came before the store took a transition: the record
     # keeps the last state the store took, for recovery or redelivery to continue from.
     ABANDONED = "abandoned"
+    # Final: cancellation was requested before the attempt began, or it stopped because of it.
+    CANCELLED = "cancelled"
+    # Not yet: a delayed task (or a retry) delivered before it is due. Deliver it again after
+    # `delay`, as a retry is; nothing was written.
+    NOT_DUE = "not_due"
 
 
 @dataclass(frozen=True)
 class Decision:
     outcome: Outcome
-    # RETRY: seconds to wait before the next attempt.
+    # RETRY, NOT_DUE: seconds to wait before the next attempt (begins again).
     delay: float = 0.0
 
     @property
     def is_retry(self) -> bool:
-        return self.outcome is Outcome.RETRY
+        """Deliver the task again after `delay`: a retry, or a delivery that came too early."""
+        return self.outcome in (Outcome.RETRY, Outcome.NOT_DUE)
 
 
 SKIPPED = Decision(Outcome.SKIPPED)
 ABANDONED = Decision(Outcome.ABANDONED)
+CANCELLED = Decision(Outcome.CANCELLED)
+# A delivery this close to its due time runs: timers of other clocks (a monotonic timer, a
+# broker's countdown) may fire a little early, and re-delivering for that is waste.
+DUE_TOLERANCE = 0.05
 
 
 @dataclass
 class Attempt:
-    """An attempt that has begun: its record (state `running`), task and number."""
+    """An attempt that has begun: its record (state `running`), task, number and control (the
+    cancellation signal and progress the function sees, tasks/control.py)."""
 
     record: TaskRecord
     spec: TaskSpec[Any, Any]
     number: int
+    control: AttemptControl
+
+    def calling(self) -> AbstractContextManager[AttemptControl]:
+        """Wrap the call of the function: `cancel_requested()` and `report_progress()` inside
+        speak for this attempt."""
+        return self.control.active()
 
 
 class AttemptLifecycle:
@@ -75,6 +99,18 @@ class AttemptLifecycle:
         self.ledger = ledger
         self._registry = registry
         self._owner = owner
+        # The attempts under way, by task id: `cancel` signals one at once.
+        self._running: dict[str, AttemptControl] = {}
+        self._running_lock = threading.Lock()
+
+    def cancel(self, task_id: str) -> bool:
+        """Signal the attempt of `task_id` running here, if any, to stop; True if there was one."""
+        with self._running_lock:
+            control = self._running.get(task_id)
+        if control is None:
+            return False
+        control.cancel()
+        return True
 
     def run(
         self,
@@ -89,7 +125,8 @@ class AttemptLifecycle:
             return begun
         with task_context(begun.record):
             try:
-                value = call(begun)
+                with begun.calling():
+                    value = call(begun)
             except BaseException as error:  # a task's SystemExit is its failure too
                 if isinstance(error, KeyboardInterrupt | GeneratorExit):
                     raise
@@ -121,6 +158,8 @@ class AttemptLifecycle:
             return self._begin(record)
 
     def succeed(self, attempt: Attempt, value: Any) -> Decision:
+        # Returned normally: the work was done, whether or not cancellation was asked for.
+        self._finished(attempt)
         with task_context(attempt.record):
             try:
                 recorded = self.ledger.succeeded(attempt.record, value)
@@ -129,9 +168,15 @@ class AttemptLifecycle:
         return Decision(Outcome.SUCCEEDED if recorded else Outcome.FAILED)
 
     def fail(self, attempt: Attempt, error: BaseException) -> Decision:
+        self._finished(attempt)
         retry = attempt.spec.retry
         with task_context(attempt.record):
             try:
+                # Raised (TaskCancelledError, CancelledError or anything) once cancellation was
+                # asked for: cancelled, never retried.
+                if attempt.control.cancel_requested(fresh=True):
+                    self.ledger.cancelled(attempt.record)
+                    return CANCELLED
                 if retry.should_retry(attempt.number):
                     delay = retry.delay(attempt.number)
                     self.ledger.retrying(attempt.record, error, delay)
@@ -152,7 +197,15 @@ class AttemptLifecycle:
                 extra={"owner": record.owner},
             )
             return SKIPPED
+        if not record.cancel_requested and record.state is not TaskState.RUNNING:
+            due_in = record.due_in()
+            if due_in > DUE_TOLERANCE:
+                logger.info("task not due yet; delivered again later", extra={"due_in_s": due_in})
+                return Decision(Outcome.NOT_DUE, due_in)
         try:
+            if record.cancel_requested:
+                self.ledger.cancelled(record)
+                return CANCELLED
             spec = self._registry.get(record.name)
             if spec is None:
                 self.ledger.failed(record, LookupError(f"no task is registered as {record.name!r}"))
@@ -162,10 +215,26 @@ class AttemptLifecycle:
                 self.ledger.failed(record, lost)
                 return Decision(Outcome.FAILED)
             number = record.attempts + 1
+            before = (record.attempts, record.started_at)
             self.ledger.started(record, number)
+            # A request to cancel may have come while `running` was written (the API sets the
+            # flag before it reads the state): read it again, and stop before the call.
+            stored = self.ledger.read(record.task_id)
+            if stored is not None and stored.cancel_requested:
+                record.attempts, record.started_at = before  # the function never ran
+                self.ledger.cancelled(record)
+                return CANCELLED
         except StoreUnavailableError:
             return self._abandoned()
-        return Attempt(record=record, spec=spec, number=number)
+        control = AttemptControl(record, self.ledger.store)
+        with self._running_lock:
+            self._running[record.task_id] = control
+        return Attempt(record=record, spec=spec, number=number, control=control)
+
+    def _finished(self, attempt: Attempt) -> None:
+        with self._running_lock:
+            if self._running.get(attempt.record.task_id) is attempt.control:
+                del self._running[attempt.record.task_id]
 
     def _abandoned(self) -> Decision:
         logger.warning(

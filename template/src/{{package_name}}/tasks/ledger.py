@@ -77,6 +77,7 @@ class TransitionCounts:
     succeeded: int
     failed: int
     retried: int
+    cancelled: int = 0
 
 
 class TaskLedger:
@@ -104,7 +105,12 @@ class TaskLedger:
         # Seconds a transition waits for a failing store before it gives up (None: until stop).
         self._patience = patience
         self._counts_lock = threading.Lock()
-        self._counts = {TaskState.SUCCEEDED: 0, TaskState.FAILED: 0, TaskState.RETRYING: 0}
+        self._counts = {
+            TaskState.SUCCEEDED: 0,
+            TaskState.FAILED: 0,
+            TaskState.RETRYING: 0,
+            TaskState.CANCELLED: 0,
+        }
 
     def counts(self) -> TransitionCounts:
         with self._counts_lock:
@@ -112,11 +118,13 @@ class TaskLedger:
                 succeeded=self._counts[TaskState.SUCCEEDED],
                 failed=self._counts[TaskState.FAILED],
                 retried=self._counts[TaskState.RETRYING],
+                cancelled=self._counts[TaskState.CANCELLED],
             )
 
     def accept(self, record: TaskRecord) -> None:
         """Store a newly accepted task, once: a request must not wait out an outage, so the
         caller answers 503 when this raises."""
+        record.version += 1
         try:
             self.store.save(record)
         except Exception as error:
@@ -215,14 +223,44 @@ class TaskLedger:
         self._save(record)
         self._log(logging.ERROR, "task failed; kept as dead letter", record, error=error)
 
+    def cancelled(self, record: TaskRecord, *, once: bool = False) -> None:
+        """Final: the task stops (or never starts) because its cancellation was requested.
+
+        `once` (a request cancelling a queued task): one write, raising if the store refuses it,
+        rather than wait out an outage; the stored request to cancel still stops the task when
+        it is delivered next.
+        """
+        record.state = TaskState.CANCELLED
+        record.cancel_requested = True
+        record.finished_at = utcnow()
+        record.next_attempt_at = None
+        if once:
+            record.version += 1
+            try:
+                self.store.save(record)
+            except Exception as error:
+                self._store_failed(record, error, logging.ERROR, "task store write failed")
+                raise
+            self._store_answered(record)
+            self._count(record.state)
+        else:
+            self._save(record)
+        self._log(logging.INFO, "task cancelled", record)
+
+    def _count(self, state: TaskState) -> None:
+        if state in self._counts:
+            with self._counts_lock:
+                self._counts[state] += 1
+
     def _save(self, record: TaskRecord) -> None:
+        # Every transition is a new version of the record (the id of its Server-Sent Event).
+        record.version += 1
+
         def write() -> None:
             self.store.save(record)
 
         self._persist(record, write)
-        if record.state in self._counts:
-            with self._counts_lock:
-                self._counts[record.state] += 1
+        self._count(record.state)
 
     def _persist(
         self, task: TaskRecord | str, operation: Callable[[], T], *, write: bool = True

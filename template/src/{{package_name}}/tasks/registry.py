@@ -11,14 +11,16 @@ import contextvars
 import functools
 import importlib
 import inspect
+import math
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from cronsim import CronSim, CronSimError
 
+from .control import run_on_loop
 from .retry import RetryPolicy
 
 P = ParamSpec("P")
@@ -68,8 +70,62 @@ class TaskSpec(Generic[P, R]):
             raise RuntimeError(f"task {self.name!r} is async but no event loop is running")
         coroutine = self.fn(*args, **kwargs)
         assert inspect.iscoroutine(coroutine)
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, self.timeout), loop)
-        return future.result()
+        # Cancelled on its loop if the attempt's cancellation is requested meanwhile.
+        return run_on_loop(asyncio.wait_for(coroutine, self.timeout), loop)
+
+    def options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        callback_url: str | None = None,
+    ) -> "TaskCall[P, R]":
+        """This task with options for one call, for `tasks.add_task`:
+
+            tasks.add_task(send_digest.options(delay=30), user_id)
+            tasks.add_task(send_digest.options(at=tomorrow_9am), user_id)
+
+        `delay` (seconds or a timedelta, not negative) or `at` (a timezone-aware datetime; one
+        in the past means now): when the task starts, at the earliest. `callback_url`: where
+        its outcome is posted once it is final.
+        """
+        return TaskCall(self, due_at=_due_at(delay, at), callback_url=callback_url)
+
+
+@dataclass(frozen=True, eq=False)
+class TaskCall(Generic[P, R]):
+    """A registered task with the options of one call (`TaskSpec.options`)."""
+
+    spec: TaskSpec[P, R]
+    # When the task may start (None: at once).
+    due_at: datetime | None = None
+    callback_url: str | None = None
+
+
+def _due_at(delay: float | timedelta | None, at: datetime | None) -> datetime | None:
+    if delay is not None and at is not None:
+        raise TypeError("give a task either delay= or at=, not both")
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise TypeError(f"at= must be a datetime, not {type(at).__name__}")
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError(
+                "at= must be a timezone-aware datetime (datetime.now(UTC) + ..., say): a naive "
+                "one could mean any time zone"
+            )
+        due = at.astimezone(UTC)
+        return due if due > datetime.now(UTC) else None
+    if delay is None:
+        return None
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise TypeError(f"delay= must be seconds or a timedelta, not {type(delay).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"delay= must be a finite number of seconds >= 0, not {delay!r}")
+    return datetime.now(UTC) + timedelta(seconds=seconds) if seconds > 0 else None
 
 
 def _call_with_deadline(

@@ -25,7 +25,7 @@ from ..logs import request_id_var, task_context
 from .json_values import JsonValueError, Location, checked_json_size
 from .ledger import TaskLedger
 from .models import TaskRecord
-from .registry import TaskRegistry, TaskSpec
+from .registry import TaskCall, TaskRegistry, TaskSpec
 from .runner import QueueFullError, RunnerUnavailableError, TaskRunner
 from .store import TaskStore
 
@@ -78,15 +78,19 @@ class TaskScheduler:
     _pending: list[TaskRecord] = field(default_factory=list)
     _hand_over_queued: bool = False
 
-    def add_task(self, fn: TaskSpec[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> TaskAccepted:
-        """Accept a call of the registered task `fn`; it starts after the response is sent.
+    def add_task(
+        self, fn: TaskSpec[P, Any] | TaskCall[P, Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskAccepted:
+        """Accept a call of the registered task `fn`; it starts after the response is sent, or
+        when its options say (`fn.options(delay=30)`, `fn.options(at=...)`).
 
         Raises TypeError for a function that is not registered with @task or for arguments
         that are not JSON, InputRefusedError (422 naming the argument, 413) for JSON values no
         store could keep as they are (tasks/json_values.py) or over MAX_TASK_ARGUMENTS_BYTES,
         and ServiceBusyError (503 + Retry-After) when the queue is full.
         """
-        spec = _registered_spec(self.service.registry, fn)
+        call = fn if isinstance(fn, TaskCall) else TaskCall(fn)
+        spec = _registered_spec(self.service.registry, call.spec)
         _require_storable(spec.name, list(args), kwargs, self.service.max_arguments_bytes)
         runner = self.service.runner
         try:
@@ -103,6 +107,9 @@ class TaskScheduler:
             owner=runner.owner,
             request_id=request_id_var.get(),
             caller=self.caller.id,
+            # A delayed task is `queued` until then; GET /tasks/{id} says when it is due.
+            next_attempt_at=call.due_at,
+            callback_url=call.callback_url,
         )
         try:
             self.service.ledger.accept(record)

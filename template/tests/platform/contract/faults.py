@@ -28,8 +28,19 @@ from typing import Any
 
 import pytest
 
-# The writes a TaskStore makes (a state transition, an accepted task, a heartbeat, a claim).
-WRITES = frozenset({"save", "heartbeat", "retire", "claim_orphans", "purge_expired"})
+# The writes a TaskStore makes (a state transition, an accepted task, a heartbeat, a claim, a
+# request to cancel, a running task's progress).
+WRITES = frozenset(
+    {
+        "save",
+        "heartbeat",
+        "retire",
+        "claim_orphans",
+        "purge_expired",
+        "request_cancel",
+        "save_progress",
+    }
+)
 # Its reads (`transitions` and `count` are the Redis store's, for the Celery runner's counters).
 READS = frozenset({"get", "recent", "ping", "transitions", "count"})
 EVERYTHING = WRITES | READS
@@ -210,6 +221,12 @@ class FaultyStore:
 
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         self._call("heartbeat", *args, **kwargs)
+
+    def request_cancel(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("request_cancel", *args, **kwargs)
+
+    def save_progress(self, *args: Any, **kwargs: Any) -> None:
+        self._call("save_progress", *args, **kwargs)
 
     def retire(self, *args: Any, **kwargs: Any) -> None:
         self._call("retire", *args, **kwargs)

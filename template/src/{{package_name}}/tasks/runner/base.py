@@ -71,6 +71,15 @@ class TaskRunner(abc.ABC):
     def counters(self) -> RunnerCounters:
         """May block (the Celery runner reads the shared store): call it off the event loop."""
 
+    def cancel(self, task_id: str) -> None:
+        """Cancellation of `task_id` was requested (the store holds the request already): stop
+        its attempt if one runs here, at once. Called off the event loop; may block briefly.
+
+        The stored request decides either way (an attempt begins only if it is not set, and a
+        running one polls it), so the default does nothing.
+        """
+        return None
+
     async def readiness(self) -> str | None:
         """None when the runner can take work, else the reason it cannot."""
         return None
