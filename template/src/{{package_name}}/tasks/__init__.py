@@ -1,11 +1,14 @@
 """Background tasks that are never silent: register with @task, schedule with `Tasks`."""
 
+from .idempotency import Idempotent
 from .models import TaskRecord, TaskState
-from .registry import TaskSpec, registry, task
+from .registry import TaskCall, TaskSpec, registry, task
 from .scheduler import TaskAccepted, Tasks, TaskScheduler, TaskService
 
 __all__ = [
+    "Idempotent",
     "TaskAccepted",
+    "TaskCall",
     "TaskRecord",
     "TaskScheduler",
     "TaskService",

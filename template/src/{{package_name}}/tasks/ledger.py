@@ -105,6 +105,9 @@ class TaskLedger:
         self._patience = patience
         self._counts_lock = threading.Lock()
         self._counts = {TaskState.SUCCEEDED: 0, TaskState.FAILED: 0, TaskState.RETRYING: 0}
+        # Called with each record once its final state is saved (tasks/callbacks.py's delivery);
+        # it must not raise, nor block for long.
+        self.on_final: Callable[[TaskRecord], None] | None = None
 
     def counts(self) -> TransitionCounts:
         with self._counts_lock:
@@ -219,10 +222,13 @@ class TaskLedger:
         def write() -> None:
             self.store.save(record)
 
+        record.version += 1
         self._persist(record, write)
         if record.state in self._counts:
             with self._counts_lock:
                 self._counts[record.state] += 1
+        if record.state.is_final and self.on_final is not None:
+            self.on_final(record)
 
     def _persist(
         self, task: TaskRecord | str, operation: Callable[[], T], *, write: bool = True

@@ -39,6 +39,10 @@ class TaskSpec(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.fn(*args, **kwargs)
 
+    def options(self, *, callback_url: str | None = None) -> "TaskCall[P, R]":
+        """This task with options for one `add_task`: `callback_url` is POSTed the outcome."""
+        return TaskCall(spec=self, callback_url=callback_url)
+
     def run_blocking(
         self,
         args: list[Any],
@@ -65,6 +69,15 @@ class TaskSpec(Generic[P, R]):
         assert inspect.iscoroutine(coroutine)
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coroutine, self.timeout), loop)
         return future.result()
+
+
+@dataclass(frozen=True)
+class TaskCall(Generic[P, R]):
+    """A registered task with the options of one call (`TaskSpec.options`); `add_task` takes it
+    wherever it takes the task."""
+
+    spec: TaskSpec[P, R]
+    callback_url: str | None = None
 
 
 def _call_with_deadline(

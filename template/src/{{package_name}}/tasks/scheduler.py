@@ -22,10 +22,11 @@ from starlette.background import BackgroundTask
 from ..auth import Caller, CurrentCaller
 from ..errors import InputRefusedError, ServiceBusyError
 from ..logs import request_id_var, task_context
+from .callbacks import CallbackPolicy, CallbackUrlError
 from .json_values import JsonValueError, Location, checked_json_size
 from .ledger import TaskLedger
-from .models import TaskRecord
-from .registry import TaskRegistry, TaskSpec
+from .models import IdempotencyClaim, TaskRecord
+from .registry import TaskCall, TaskRegistry, TaskSpec
 from .runner import QueueFullError, RunnerUnavailableError, TaskRunner
 from .store import TaskStore
 
@@ -53,6 +54,8 @@ class TaskService:
     retry_after: int
     # MAX_TASK_ARGUMENTS_BYTES: larger arguments are refused (413) rather than stored.
     max_arguments_bytes: int
+    # Where completion callbacks may go (CALLBACK_* settings); the default refuses every URL.
+    callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
 
     def read(self, query: Callable[[TaskStore], R]) -> R:
         """Run a read of the store for a request; a store that fails is a 503 with Retry-After
@@ -77,8 +80,13 @@ class TaskScheduler:
     # Stored and reserved, not yet handed to the runner: only these may still be abandoned.
     _pending: list[TaskRecord] = field(default_factory=list)
     _hand_over_queued: bool = False
+    # The request's `Idempotency-Key` claim (tasks/idempotency.py): its task id is the id of the
+    # first task this request stores; None once that task is stored.
+    idempotency: IdempotencyClaim | None = None
 
-    def add_task(self, fn: TaskSpec[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> TaskAccepted:
+    def add_task(
+        self, fn: TaskSpec[P, Any] | TaskCall[P, Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskAccepted:
         """Accept a call of the registered task `fn`; it starts after the response is sent.
 
         Raises TypeError for a function that is not registered with @task or for arguments
@@ -86,8 +94,16 @@ class TaskScheduler:
         store could keep as they are (tasks/json_values.py) or over MAX_TASK_ARGUMENTS_BYTES,
         and ServiceBusyError (503 + Retry-After) when the queue is full.
         """
-        spec = _registered_spec(self.service.registry, fn)
+        call = fn if isinstance(fn, TaskCall) else None
+        spec = _registered_spec(self.service.registry, call.spec if call else fn)
         _require_storable(spec.name, list(args), kwargs, self.service.max_arguments_bytes)
+        callback_url = None
+        if call is not None and call.callback_url is not None:
+            try:
+                callback_url = self.service.callbacks.check(call.callback_url)
+            except CallbackUrlError as error:
+                raise InputRefusedError(str(error), location=["callback_url"]) from error
+        claim = self.idempotency
         runner = self.service.runner
         try:
             runner.reserve()
@@ -103,7 +119,10 @@ class TaskScheduler:
             owner=runner.owner,
             request_id=request_id_var.get(),
             caller=self.caller.id,
+            callback_url=callback_url,
         )
+        if claim is not None:
+            record.task_id, record.idempotency_key = claim.task_id, claim.key
         try:
             self.service.ledger.accept(record)
         except Exception as error:
@@ -112,6 +131,8 @@ class TaskScheduler:
                 "cannot accept the task now: the task store is unavailable",
                 self.service.retry_after,
             ) from error
+        # Stored under the claimed id: the request's other tasks get ids of their own.
+        self.idempotency = None
         self._pending.append(record)
         if not self._hand_over_queued:
             # First of the request's background callbacks, so a plain BackgroundTasks callback

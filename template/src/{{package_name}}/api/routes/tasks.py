@@ -14,6 +14,21 @@ from ...tasks.models import TASK_ID_PATTERN
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
+class CallbackAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    # The receiver's HTTP status; null when it did not answer (`error` says why).
+    status: int | None
+    error: str | None
+
+
+class CallbackStatus(BaseModel):
+    """Where the outcome is POSTed once the task is final, and each attempt so far."""
+
+    url: str
+    deliveries: list[CallbackAttempt]
+
+
 class TaskStatus(BaseModel):
     task_id: str
     name: str
@@ -28,6 +43,8 @@ class TaskStatus(BaseModel):
     finished_at: datetime | None
     # While `retrying`: when the next attempt is due (its backoff ends); otherwise null.
     next_attempt_at: datetime | None
+    # With a `callback_url`: where the outcome goes, and each delivery attempt; otherwise null.
+    callback: CallbackStatus | None = None
 
     @classmethod
     def of(cls, record: TaskRecord) -> "TaskStatus":
@@ -45,6 +62,7 @@ class TaskStatus(BaseModel):
             next_attempt_at=(
                 record.next_attempt_at if record.state is TaskState.RETRYING else None
             ),
+            callback=_callback_of(record),
         )
 
 
@@ -93,3 +111,15 @@ def get_task(
         # The id is not repeated: the client has it, and an answer should not carry its input.
         raise HTTPException(status_code=404, detail="no task has this id")
     return TaskStatus.of(record)
+
+
+def _callback_of(record: TaskRecord) -> CallbackStatus | None:
+    if record.callback_url is None:
+        return None
+    return CallbackStatus(
+        url=record.callback_url,
+        deliveries=[
+            CallbackAttempt(attempt=d.attempt, at=d.at, status=d.status, error=d.error)
+            for d in record.callback_deliveries
+        ],
+    )

@@ -6,7 +6,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from ..models import TaskRecord, TaskState, utcnow
+from ..models import IdempotencyClaim, TaskRecord, TaskState, utcnow
 
 
 class MemoryTaskStore:
@@ -14,6 +14,7 @@ class MemoryTaskStore:
         self.retention = retention
         self._records: dict[str, TaskRecord] = {}
         self._heartbeats: dict[str, float] = {}
+        self._claims: dict[tuple[str, str], IdempotencyClaim] = {}
         self._lock = threading.Lock()
 
     def save(self, record: TaskRecord) -> None:
@@ -43,6 +44,17 @@ class MemoryTaskStore:
         if not with_arguments:
             records = [dataclasses.replace(r, args=[], kwargs={}) for r in records[:limit]]
         return [copy.deepcopy(r) for r in records[:limit]]
+
+    def claim_idempotency_key(self, claim: IdempotencyClaim) -> IdempotencyClaim | None:
+        with self._lock:
+            held = self._claims.setdefault((claim.caller, claim.key), copy.copy(claim))
+            return None if held.task_id == claim.task_id else copy.copy(held)
+
+    def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
+        with self._lock:
+            held = self._claims.get((caller, key))
+            if held is not None and held.task_id == task_id:
+                del self._claims[(caller, key)]
 
     def heartbeat(self, owner: str) -> None:
         with self._lock:

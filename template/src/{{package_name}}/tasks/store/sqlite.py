@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..models import TaskRecord, TaskState, utcnow
+from ..models import CallbackDelivery, IdempotencyClaim, TaskRecord, TaskState, utcnow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -38,9 +38,23 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runners (owner TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    caller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (caller, key)
+);
 """
 # Columns added since the first schema, for databases made before them: (column, definition).
-_ADDED_COLUMNS = (("caller", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("caller", "TEXT"),
+    ("idempotency_key", "TEXT"),
+    ("callback_url", "TEXT"),
+    ("callback_deliveries", "TEXT"),
+    ("version", "INTEGER NOT NULL DEFAULT 0"),
+)
 _INDEXES_ON_ADDED_COLUMNS = """
 CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
 """
@@ -48,6 +62,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
 _COLUMNS = (
     "task_id", "name", "state", "attempts", "max_attempts", "args", "kwargs", "result", "error",
     "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id", "caller",
+    "idempotency_key", "callback_url", "callback_deliveries", "version",
 )  # fmt: skip
 _COLUMNS_BUT_ARGUMENTS = ", ".join(c for c in _COLUMNS if c not in ("args", "kwargs"))
 _FINAL_STATES = (TaskState.SUCCEEDED.value, TaskState.FAILED.value)
@@ -156,6 +171,40 @@ class SqliteTaskStore:
         )
         return [_from_row(row, with_arguments=with_arguments) for row in rows]
 
+    def claim_idempotency_key(self, claim: IdempotencyClaim) -> IdempotencyClaim | None:
+        connection = self._connection()
+        inserted = connection.execute(
+            "INSERT OR IGNORE INTO idempotency_keys (caller, key, fingerprint, task_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                claim.caller,
+                claim.key,
+                claim.fingerprint,
+                claim.task_id,
+                claim.created_at.isoformat(),
+            ),
+        )
+        if inserted.rowcount == 1:
+            return None
+        row = connection.execute(
+            "SELECT * FROM idempotency_keys WHERE caller = ? AND key = ?", (claim.caller, claim.key)
+        ).fetchone()
+        if row is None:  # released meanwhile: try again
+            return self.claim_idempotency_key(claim)
+        return IdempotencyClaim(
+            caller=row["caller"],
+            key=row["key"],
+            fingerprint=row["fingerprint"],
+            task_id=row["task_id"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+        )
+
+    def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
+        self._connection().execute(
+            "DELETE FROM idempotency_keys WHERE caller = ? AND key = ? AND task_id = ?",
+            (caller, key, task_id),
+        )
+
     def heartbeat(self, owner: str) -> None:
         self._connection().execute(
             "INSERT OR REPLACE INTO runners (owner, seen_at) VALUES (?, ?)", (owner, time.time())
@@ -240,6 +289,10 @@ def _to_row(record: TaskRecord) -> tuple[Any, ...]:
         record.owner,
         record.request_id,
         record.caller,
+        record.idempotency_key,
+        record.callback_url,
+        json.dumps([_delivery_json(d) for d in record.callback_deliveries]),
+        record.version,
     )
 
 
@@ -261,7 +314,28 @@ def _from_row(row: sqlite3.Row, *, with_arguments: bool = True) -> TaskRecord:
         owner=row["owner"],
         request_id=row["request_id"],
         caller=row["caller"],
+        idempotency_key=row["idempotency_key"],
+        callback_url=row["callback_url"],
+        callback_deliveries=[
+            CallbackDelivery(
+                attempt=d["attempt"],
+                at=datetime.fromisoformat(d["at"]),
+                status=d["status"],
+                error=d["error"],
+            )
+            for d in json.loads(row["callback_deliveries"] or "[]")
+        ],
+        version=row["version"],
     )
+
+
+def _delivery_json(delivery: CallbackDelivery) -> dict[str, Any]:
+    return {
+        "attempt": delivery.attempt,
+        "at": delivery.at.isoformat(),
+        "status": delivery.status,
+        "error": delivery.error,
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:
