@@ -57,14 +57,13 @@ async def task_events(
     task_id: Annotated[str, Path(pattern=TASK_ID_PATTERN)],
     caller: CurrentCaller,
     last_event_id: Annotated[
-        int | None,
+        str,
         Header(
             alias="Last-Event-ID",
-            ge=0,
-            le=2**53,
+            pattern=r"^[0-9]{1,15}$",
             description="The id of the last event seen: only newer ones are sent",
         ),
-    ] = None,
+    ] = "",
 ) -> StreamingResponse:
     service: TaskService = request.app.state.tasks
     # Before the stream starts: an unknown task is a 404, a failing store a 503, as for GET.
@@ -72,7 +71,7 @@ async def task_events(
     if record is None:
         raise HTTPException(status_code=404, detail="no task has this id")
     return StreamingResponse(
-        _events(service, task_id, caller, record, last_event_id),
+        _events(service, task_id, caller, record, int(last_event_id) if last_event_id else None),
         media_type="text/event-stream",
         # No buffering proxy may hold events back.
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
