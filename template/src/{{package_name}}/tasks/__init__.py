@@ -1,11 +1,13 @@
 """Background tasks that are never silent: register with @task, schedule with `Tasks`."""
 
 from .control import TaskCancelledError, cancel_requested, raise_if_cancelled, report_progress
+from .idempotency import Idempotent
 from .models import TaskRecord, TaskState
 from .registry import TaskCall, TaskSpec, registry, task
 from .scheduler import TaskAccepted, Tasks, TaskScheduler, TaskService
 
 __all__ = [
+    "Idempotent",
     "TaskAccepted",
     "TaskCall",
     "TaskCancelledError",

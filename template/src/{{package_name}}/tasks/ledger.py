@@ -111,6 +111,9 @@ class TaskLedger:
             TaskState.RETRYING: 0,
             TaskState.CANCELLED: 0,
         }
+        # Called with each record once its final state is saved (tasks/callbacks.py's delivery);
+        # it must not raise, nor block for long.
+        self.on_final: Callable[[TaskRecord], None] | None = None
 
     def counts(self) -> TransitionCounts:
         with self._counts_lock:
@@ -243,9 +246,14 @@ class TaskLedger:
                 raise
             self._store_answered(record)
             self._count(record.state)
+            self._ended(record)
         else:
             self._save(record)
         self._log(logging.INFO, "task cancelled", record)
+
+    def _ended(self, record: TaskRecord) -> None:
+        if record.state.is_final and self.on_final is not None:
+            self.on_final(record)
 
     def _count(self, state: TaskState) -> None:
         if state in self._counts:
@@ -261,6 +269,7 @@ class TaskLedger:
 
         self._persist(record, write)
         self._count(record.state)
+        self._ended(record)
 
     def _persist(
         self, task: TaskRecord | str, operation: Callable[[], T], *, write: bool = True

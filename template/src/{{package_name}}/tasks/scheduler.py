@@ -22,9 +22,10 @@ from starlette.background import BackgroundTask
 from ..auth import Caller, CurrentCaller
 from ..errors import InputRefusedError, ServiceBusyError
 from ..logs import request_id_var, task_context
+from .callbacks import CallbackPolicy, CallbackUrlError
 from .json_values import JsonValueError, Location, checked_json_size
 from .ledger import TaskLedger
-from .models import TaskRecord
+from .models import IdempotencyClaim, TaskRecord
 from .registry import TaskCall, TaskRegistry, TaskSpec
 from .runner import QueueFullError, RunnerUnavailableError, TaskRunner
 from .store import TaskStore
@@ -53,6 +54,8 @@ class TaskService:
     retry_after: int
     # MAX_TASK_ARGUMENTS_BYTES: larger arguments are refused (413) rather than stored.
     max_arguments_bytes: int
+    # Where completion callbacks may go (CALLBACK_* settings); the default refuses every URL.
+    callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
 
     def read(self, query: Callable[[TaskStore], R]) -> R:
         """Run a read of the store for a request; a store that fails is a 503 with Retry-After
@@ -77,6 +80,9 @@ class TaskScheduler:
     # Stored and reserved, not yet handed to the runner: only these may still be abandoned.
     _pending: list[TaskRecord] = field(default_factory=list)
     _hand_over_queued: bool = False
+    # The request's `Idempotency-Key` claim (tasks/idempotency.py): its task id is the id of the
+    # first task this request stores; None once that task is stored.
+    idempotency: IdempotencyClaim | None = None
 
     def add_task(
         self, fn: TaskSpec[P, Any] | TaskCall[P, Any], /, *args: P.args, **kwargs: P.kwargs
@@ -92,6 +98,13 @@ class TaskScheduler:
         call = fn if isinstance(fn, TaskCall) else TaskCall(fn)
         spec = _registered_spec(self.service.registry, call.spec)
         _require_storable(spec.name, list(args), kwargs, self.service.max_arguments_bytes)
+        callback_url = None
+        if call.callback_url is not None:
+            try:
+                callback_url = self.service.callbacks.check(call.callback_url)
+            except CallbackUrlError as error:
+                raise InputRefusedError(str(error), location=["callback_url"]) from error
+        claim = self.idempotency
         runner = self.service.runner
         try:
             runner.reserve()
@@ -109,8 +122,10 @@ class TaskScheduler:
             caller=self.caller.id,
             # A delayed task is `queued` until then; GET /tasks/{id} says when it is due.
             next_attempt_at=call.due_at,
-            callback_url=call.callback_url,
+            callback_url=callback_url,
         )
+        if claim is not None:
+            record.task_id, record.idempotency_key = claim.task_id, claim.key
         try:
             self.service.ledger.accept(record)
         except Exception as error:
@@ -119,6 +134,8 @@ class TaskScheduler:
                 "cannot accept the task now: the task store is unavailable",
                 self.service.retry_after,
             ) from error
+        # Stored under the claimed id: the request's other tasks get ids of their own.
+        self.idempotency = None
         self._pending.append(record)
         if not self._hand_over_queued:
             # First of the request's background callbacks, so a plain BackgroundTasks callback

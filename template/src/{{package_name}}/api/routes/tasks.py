@@ -25,6 +25,21 @@ class Progress(BaseModel):
     updated_at: datetime
 
 
+class CallbackAttempt(BaseModel):
+    attempt: int
+    at: datetime
+    # The receiver's HTTP status; null when it did not answer (`error` says why).
+    status: int | None
+    error: str | None
+
+
+class CallbackStatus(BaseModel):
+    """Where the outcome is POSTed once the task is final, and each attempt so far."""
+
+    url: str
+    deliveries: list[CallbackAttempt]
+
+
 class TaskStatus(BaseModel):
     task_id: str
     name: str
@@ -52,6 +67,11 @@ class TaskStatus(BaseModel):
         default=False,
         description="Cancellation was requested: a running task stops at its next check (a "
         "coroutine task at its next await).",
+    )
+    callback: CallbackStatus | None = Field(
+        default=None,
+        description="With a `callback_url`: where the outcome is POSTed and each delivery "
+        "attempt so far; otherwise null.",
     )
 
     @classmethod
@@ -83,6 +103,7 @@ class TaskStatus(BaseModel):
                 else None
             ),
             cancel_requested=record.cancel_requested,
+            callback=_callback_of(record),
         )
 
 
@@ -191,3 +212,15 @@ def _own_record(service: TaskService, task_id: str, caller: Caller) -> TaskRecor
 
 def _already_ended(record: TaskRecord) -> NoReturn:
     raise HTTPException(status_code=409, detail=f"the task already {record.state.value}")
+
+
+def _callback_of(record: TaskRecord) -> CallbackStatus | None:
+    if record.callback_url is None:
+        return None
+    return CallbackStatus(
+        url=record.callback_url,
+        deliveries=[
+            CallbackAttempt(attempt=d.attempt, at=d.at, status=d.status, error=d.error)
+            for d in record.callback_deliveries
+        ],
+    )

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from ...errors import ErrorEnvelope
 from ...settings import get_settings
-from ...tasks import TaskAccepted, Tasks
+from ...tasks import Idempotent, TaskAccepted, Tasks
 from ..activity import project_page
 from ..jobs import record_project_activity
 
@@ -53,6 +53,8 @@ class ProjectActivity(BaseModel):
 @router.post(
     "/{project_id}/tasks",
     status_code=status.HTTP_202_ACCEPTED,
+    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
+    dependencies=[Idempotent],
     responses={503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"}},
 )
 def create_project_task(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from ...errors import ErrorEnvelope
-from ...tasks import TaskAccepted, Tasks
+from ...tasks import Idempotent, TaskAccepted, Tasks
 from ..jobs import analyze_review
 
 router = APIRouter(prefix="/products", tags=["examples"])
@@ -21,6 +21,8 @@ class ReviewSubmission(BaseModel):
 @router.post(
     "/{product_id}/reviews",
     status_code=status.HTTP_202_ACCEPTED,
+    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
+    dependencies=[Idempotent],
     responses={503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"}},
 )
 def submit_review(
