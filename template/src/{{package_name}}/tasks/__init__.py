@@ -1,5 +1,6 @@
 """Background tasks that are never silent: register with @task, schedule with `Tasks`."""
 
+from .control import report_progress
 from .models import TaskRecord, TaskState
 from .registry import TaskSpec, registry, task
 from .scheduler import TaskAccepted, Tasks, TaskScheduler, TaskService
@@ -13,5 +14,6 @@ __all__ = [
     "TaskState",
     "Tasks",
     "registry",
+    "report_progress",
     "task",
 ]
