@@ -103,6 +103,7 @@ def csv_column_stats(
             cell_text = cell.strip(" ")
             if _NUMBER.fullmatch(cell_text):
                 columns[name].append(float(cell_text))
+        # The end is reported once, below.
         if on_progress is not None and number % PROGRESS_ROWS == 0 and source.tell() < len(text):
             on_progress(source.tell(), len(text))
     if on_progress is not None:
