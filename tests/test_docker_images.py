@@ -2,7 +2,10 @@
 
 Which variants get an image of their own. Each distinct Dockerfile is built once:
 - python_version x task_runner decide the Dockerfile's text (base images, the Rust stages), so
-  each pair is built: 3.11 on Debian bookworm and 3.13 on trixie. 3.12 is not: no Debian release
+  each pair is built: 3.11 on Debian bookworm and 3.13 on trixie; 3.14 on forky with the Rust
+  runner only (its Dockerfile is the one whose Rust toolchain comes from another release,
+  trixie's rust image; the Python runner's differs from 3.13's only in the image names), its
+  uv.lock written in the suite image (no 3.14 here). 3.12 is not: no Debian release
   ships it and no other Python can be downloaded here to make a stand-in for python:3.12-slim;
   its Dockerfile differs from the 3.11 one only in those base image names (tests/test_variants.py
   checks that the rest of the project is the same), and hadolint still checks it.
@@ -48,7 +51,7 @@ IMAGE_VARIANTS = [
     Variant({**BASE, "python_version": python_version, "task_runner": task_runner})
     for python_version in ("3.11", "3.13")
     for task_runner in ("python", "rust")
-]
+] + [Variant({**BASE, "python_version": "3.14", "task_runner": "rust"})]
 # The uid the Dockerfile's runtime stage creates and runs as.
 APP_UID = "10001"
 
