@@ -52,7 +52,8 @@ IMAGE_SUITE_VERSIONS = set(DEBIAN_PYTHON.values())
 # An image run is slow (the whole dependency set installed and the crate built in the image:
 # minutes each), so without CFT_FULL_MATRIX=1 each such version runs one shape of its rotation
 # there, the one that runs the most of the code (both targets, the examples, the Rust runner),
-# and the others skip saying how to run them.
+# and the others skip saying how to run them. False: none of them without CFT_FULL_MATRIX=1.
+IMAGE_SUITE_BY_DEFAULT = True
 
 
 def image_default_shape(version: str) -> Variant:
@@ -198,6 +199,8 @@ def test_project_suite_passes_on_its_own_python(rendered: RenderCache, variant: 
     if python is None:
         if version not in IMAGE_SUITE_VERSIONS:
             not_here(f"Python {version} is not installed on this machine, so this variant's suite was not run here")
+        if not FULL_MATRIX and not IMAGE_SUITE_BY_DEFAULT:
+            pytest.skip(f"Python {version} runs only in an image here, which is slow: CFT_FULL_MATRIX=1 runs it")
         if not FULL_MATRIX and variant != image_default_shape(version):
             pytest.skip(
                 f"Python {version} runs only in an image here, which is slow: by default only "
