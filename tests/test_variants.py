@@ -11,6 +11,7 @@ that Python: natively where pyenv has it, else in an image of the Debian release
 import os
 import re
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -184,7 +185,7 @@ def other_version_variants() -> list[Variant]:
     return [v for version, shapes in ROTATION.items() if version != LOCAL_PYTHON for v in shapes]
 
 
-def not_here(why: str) -> None:
+def not_here(why: str) -> NoReturn:
     """Skip, saying why; on CI, where every interpreter and the Docker Engine are installed, fail."""
     if os.environ.get("CI"):
         pytest.fail(f"{why}, and CI must run it")
@@ -241,7 +242,8 @@ def image_suite(project: Path, version: str) -> str:
         "--env=UV_PYTHON_DOWNLOADS=never",
         f"--env=UV_PYTHON=python{version}",
         "--env=UV_PROJECT_ENVIRONMENT=/tmp/venv",
-        "--env=CARGO_TARGET_DIR=/cache/cargo-target",
+        # One target directory per xdist worker, as natively (rendering.py::project_env).
+        f"--env=CARGO_TARGET_DIR=/cache/cargo-target-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}",
         image,
         "sh",
         "-c",
