@@ -7,7 +7,7 @@ with the very names the Dockerfiles' build arguments default to (`python:3.11-sl
 `--build-arg` overrides.
 
 They are stand-ins, not copies: Debian's own Python (so only the versions a Debian release ships
-can be made: 3.11 from bookworm, 3.13 from trixie), the host's Rust toolchain in the layout of the
+can be made: 3.11 from bookworm, 3.13 from trixie, 3.14 from forky), the host's Rust toolchain in the layout of the
 official rust image, and this machine's CA bundle with the variables pip, uv and cargo read, so
 builds can reach the package registries through this network's TLS proxy. That bundle lives only
 in these test images; the Dockerfiles users get never mention it.
@@ -35,12 +35,26 @@ from pathlib import Path
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # The python3 each Debian release ships: the only versions a stand-in can be made for.
-DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13", "forky": "3.14"}
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+# Every Debian release from bookworm on is bootstrapped by the same script, `sid`: the release
+# names are symbolic links to it. A debootstrap older than a release has no link for it yet
+# (bookworm's own debootstrap knows trixie but not forky), so such a release gets that script.
+DEBOOTSTRAP_FALLBACK_SCRIPT = "sid"
+# Releases still in development (testing) sign Release files that expire within days; the
+# archive this network's mirror serves may be older than that, and apt-get inside an image then
+# refuses it ("Release file ... is expired"). Their stand-ins tell apt not to check. (debootstrap
+# itself does not check.)
+UNRELEASED_SUITES = frozenset({"forky"})
+APT_NO_VALID_UNTIL = 'Acquire::Check-Valid-Until "false";\n'
 # What the official python slim images have that the Dockerfiles rely on: `python`, venv (with
 # pip), TLS roots, and useradd (Debian's required `passwd` package comes with minbase).
 SLIM_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 # What the official non-slim python image has that a Rust build needs: a C linker.
 BUILDER_PACKAGES = ("gcc", "libc6-dev")
+# What a rendered project's suite needs in an image beyond the builder (suite_image): the Celery
+# variants' tests start a real redis-server.
+SUITE_PACKAGES = ("redis-server",)
 # Bump to rebuild every cached image after changing a recipe below.
 RECIPE_VERSION = "1"
 RECIPE_LABEL = "org.copier-fastapi-tasks.test-recipe"
@@ -248,12 +262,58 @@ def _redis(tag: str, major: str) -> Built:
     return Built(tag, cached=False)
 
 
+def suite_image(python: str, uv: Path) -> str:
+    """An image to run a rendered project's own test suite in, on a Python the host lacks.
+
+    The stand-in builder image of the Debian release that ships `python` (python3 with venv and
+    gcc), the host's Rust toolchain (as the rust stand-ins have it), this host's `uv` binary and
+    redis-server (the Celery variants' tests start one). The project is mounted in; nothing of it
+    is in the image.
+    """
+    suites = [suite for suite, ships in DEBIAN_PYTHON.items() if ships == python]
+    if not suites:
+        raise BaseImageUnavailable(f"no Debian release known here ships Python {python} to run a suite on")
+    builder = f"python:{python}-{suites[0]}"
+    rust_image = f"copier-fastapi-tasks-test/rust:{suites[0]}"
+    tag = f"copier-fastapi-tasks-test/suite:{python}"
+    with _exclusive():
+        _python_builder(builder, python, suites[0])
+        _rust_slim(rust_image, suites[0])
+        recipe = _recipe("suite", _image_id(builder), _image_id(rust_image), _file_digest(uv), *SUITE_PACKAGES)
+        if _has(tag, recipe):
+            return tag
+        with tempfile.TemporaryDirectory() as context:
+            shutil.copyfile(uv, Path(context) / "uv")
+            _build(
+                tag,
+                Path(context),
+                f"FROM {rust_image} AS rust\n"
+                f"FROM {builder}\n"
+                "RUN apt-get update && apt-get install -y --no-install-recommends "
+                f"{' '.join(SUITE_PACKAGES)} && rm -rf /var/lib/apt/lists/*\n"
+                "COPY --from=rust /usr/local/rustup /usr/local/rustup\n"
+                "COPY --from=rust /usr/local/cargo /usr/local/cargo\n"
+                "COPY uv /usr/local/bin/uv\n"
+                "ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo "
+                "PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+                "RUN chmod 0755 /usr/local/bin/uv && uv --version && cargo --version && redis-server --version\n"
+                f'LABEL {RECIPE_LABEL}="{recipe}"\n',
+            )
+    return tag
+
+
 def _debootstrap_import(suite: str) -> str:
     """Debian `suite` with SLIM_PACKAGES, as an image; returns its tag."""
     raw_tag = f"copier-fastapi-tasks-test/debian:{suite}-python"
-    recipe = _recipe("debootstrap", suite, *SLIM_PACKAGES)
+    unreleased = suite in UNRELEASED_SUITES
+    recipe = _recipe("debootstrap", suite, *SLIM_PACKAGES, *([APT_NO_VALID_UNTIL] if unreleased else []))
+
+    def trust_expired_release_files(rootfs: Path) -> None:
+        (rootfs / "etc/apt/apt.conf.d/99-copier-fastapi-tasks-test").write_text(APT_NO_VALID_UNTIL)
+
     if not _has(raw_tag, recipe):
-        _debootstrap(raw_tag, recipe, suite, SLIM_PACKAGES, ('CMD ["bash"]',))
+        finish = trust_expired_release_files if unreleased else None
+        _debootstrap(raw_tag, recipe, suite, SLIM_PACKAGES, ('CMD ["bash"]',), finish=finish)
     return raw_tag
 
 
@@ -275,7 +335,15 @@ def _debootstrap(
     with tempfile.TemporaryDirectory(dir="/var/tmp") as work:
         rootfs = Path(work) / "rootfs"
         result = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(rootfs), DEBIAN_MIRROR],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(packages)}",
+                suite,
+                str(rootfs),
+                DEBIAN_MIRROR,
+                *debootstrap_script(suite),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -294,6 +362,13 @@ def _debootstrap(
             arg for change in (f'LABEL {RECIPE_LABEL}="{recipe}"', *changes) for arg in ("--change", change)
         ]
         docker("import", *configuration, "-", tag, input_bytes=archive)
+
+
+def debootstrap_script(suite: str, scripts: Path = DEBOOTSTRAP_SCRIPTS) -> list[str]:
+    """The script argument debootstrap needs for `suite`: none when it knows the release."""
+    if (scripts / suite).exists() or not (scripts / DEBOOTSTRAP_FALLBACK_SCRIPT).exists():
+        return []
+    return [str(scripts / DEBOOTSTRAP_FALLBACK_SCRIPT)]
 
 
 def _build(tag: str, context: Path, dockerfile: str) -> None:

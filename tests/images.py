@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .baseimages import BaseImageUnavailable, docker, ensure_images, image_defaults
+from .baseimages import BaseImageUnavailable, docker, ensure_images, image_defaults, suite_image
 from .rendering import Variant, local_interpreter, render_variant, run, tool
 
 IMAGE_REPOSITORY = "copier-fastapi-tasks-test"
@@ -66,12 +66,33 @@ def prepare_project(variant: Variant, destination: Path) -> Path:
     version = str(variant.answers["python_version"])
     python = local_interpreter(version)
     if python is None:
-        raise BaseImageUnavailable(f"no Python {version} on this machine to write the variant's uv.lock with")
+        # uv locks only with an interpreter the project accepts: the suite image has one.
+        lock_in_image(destination, version)
+        return destination
     locked = run(
         [tool("uv"), "lock", "--quiet", "--python", python], cwd=destination, env={"UV_PYTHON_DOWNLOADS": "never"}
     )
     assert locked.returncode == 0, locked.stdout + locked.stderr
     return destination
+
+
+def lock_in_image(project: Path, version: str) -> None:
+    """`uv lock` the project in the suite image of Python `version` (BaseImageUnavailable: none)."""
+    image = suite_image(version, Path(tool("uv")))
+    locked = docker(
+        "run",
+        "--rm",
+        f"--volume={project}:/project",
+        "--workdir=/project",
+        "--env=UV_PYTHON_DOWNLOADS=never",
+        f"--env=UV_PYTHON=python{version}",
+        image,
+        "uv",
+        "lock",
+        "--quiet",
+        check=False,
+    )
+    assert locked.returncode == 0, (locked.stdout + locked.stderr).decode(errors="replace")[-4000:]
 
 
 @dataclass(frozen=True)

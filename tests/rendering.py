@@ -34,6 +34,9 @@ SMALLEST = {
     "task_queue": "none",
     "include_examples": False,
 }
+# CFT_FULL_MATRIX=1 (for a release): every shape's suite on every offered Python version, not
+# only the rotation below.
+FULL_MATRIX = os.environ.get("CFT_FULL_MATRIX", "") not in ("", "0")
 # Build caches kept between runs on one machine, outside the repository (copier copies the
 # working tree of the repository for every render).
 CACHE_ROOT = Path(os.environ.get("CFT_CACHE_DIR", Path.home() / ".cache" / "copier-fastapi-tasks"))
@@ -91,6 +94,48 @@ def all_variants() -> list[Variant]:
         if refusal(answers, questions) is None:
             variants.append(Variant(answers))
     return variants
+
+
+def python_versions() -> list[str]:
+    """The python_version choices, oldest first."""
+    return [str(version) for version in _choices(load_questions()["python_version"])]
+
+
+def shape_key(variant: Variant) -> tuple[Any, ...]:
+    """The answers of a variant but its Python version: what the rotation varies."""
+    return tuple(variant.answers[name] for name in SHAPE_QUESTIONS if name != "python_version")
+
+
+def rotation() -> dict[str, list[Variant]]:
+    """Per Python version, the few shapes whose suites run on it when it is not the local one.
+
+    Each version's shapes together give every question every one of its values (so a dependency
+    or a part that does not work on that version fails a suite), in as few shapes as can do that.
+    Among the sets that do, each version takes the first (in matrix order) that shares the
+    fewest shapes with the versions before it, so the versions between them run many shapes.
+    Fixed by copier.yml alone, never by the machine: README.md lists the result.
+    """
+    questions = load_questions()
+    values = {name: _choices(questions[name]) for name in SHAPE_QUESTIONS if name != "python_version"}
+    variants = all_variants()
+    chosen: dict[str, list[Variant]] = {}
+    used: set[tuple[Any, ...]] = set()
+    for version in python_versions():
+        shapes = [v for v in variants if v.answers["python_version"] == version]
+        best: tuple[Variant, ...] | None = None
+        for size in range(max(len(vs) for vs in values.values()), len(shapes) + 1):
+            covering = [
+                combination
+                for combination in itertools.combinations(shapes, size)
+                if all({v.answers[name] for v in combination} == set(vs) for name, vs in values.items())
+            ]
+            if covering:
+                best = min(covering, key=lambda combination: sum(shape_key(v) in used for v in combination))
+                break
+        assert best is not None, f"no set of Python {version} shapes covers every answer"
+        chosen[version] = list(best)
+        used |= {shape_key(v) for v in best}
+    return chosen
 
 
 def refused_variants() -> list[tuple[Variant, str]]:

@@ -3,23 +3,36 @@
 The matrix is derived from copier.yml (choices of the shape questions, minus what the validators
 refuse), never hand-listed. Every variant is rendered and linted. Variants on this interpreter's
 Python version run their whole suite (mypy, pytest, cargo); variants on other versions are
-checked to differ from their twin only in version-bearing files, and a sample of them runs its
-suite on that interpreter where the machine has one (and in the Docker images).
+checked to differ from their twin only in version-bearing files, and a rotation of them per
+version (README.md lists it; CFT_FULL_MATRIX=1 runs them all) runs mypy and the fast tests on
+that Python: natively where pyenv has it, else in an image of the Debian release that ships it.
 """
 
+import os
+import re
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from .baseimages import DEBIAN_PYTHON, BaseImageUnavailable, docker, suite_image
 from .conftest import RenderCache
+from .images import docker_engine_problem
 from .rendering import (
+    CACHE_ROOT,
+    FULL_MATRIX,
     LOCAL_PYTHON,
+    REPO_ROOT,
+    SHAPE_QUESTIONS,
     Variant,
     all_variants,
     local_interpreter,
     project_env,
     project_pytest,
+    python_versions,
+    rotation,
     run,
+    shape_key,
     sync_project,
     tool,
     unrendered_jinja,
@@ -33,6 +46,25 @@ def grouped(variants: list[Variant]) -> list[object]:
 
 
 VARIANTS = all_variants()
+ROTATION = rotation()
+# Versions with no interpreter here run their suites in an image of the Debian release that
+# ships them (tests/baseimages.py::suite_image).
+IMAGE_SUITE_VERSIONS = set(DEBIAN_PYTHON.values())
+# An image run is slow (the whole dependency set installed and the crate built in the image:
+# minutes each), so without CFT_FULL_MATRIX=1 each such version runs one shape of its rotation
+# there, the one that runs the most of the code (both targets, the examples, the Rust runner),
+# and the others skip saying how to run them. False: none of them without CFT_FULL_MATRIX=1.
+IMAGE_SUITE_BY_DEFAULT = True
+
+
+def image_default_shape(version: str) -> Variant:
+    return max(
+        ROTATION[version],
+        key=lambda v: (v.answers["deploy_target"] == "both", v.answers["include_examples"], v.answers["task_runner"]),
+    )
+
+
+ENGINE_PROBLEM = docker_engine_problem()
 LOCAL_VARIANTS = [v for v in VARIANTS if v.answers["python_version"] == LOCAL_PYTHON]
 # Files allowed to differ between two variants that differ only in python_version.
 VERSION_BEARING = {
@@ -67,6 +99,29 @@ def test_the_matrix_covers_every_choice() -> None:
     for question in ("python_version", "deploy_target", "task_runner", "task_queue", "include_examples"):
         seen = {v.answers[question] for v in VARIANTS}
         assert len(seen) >= 2, f"{question} has only {seen} in the matrix"
+
+
+def test_the_rotation_gives_every_question_each_of_its_values_on_every_version() -> None:
+    assert list(ROTATION) == python_versions()
+    for version, shapes in ROTATION.items():
+        assert {v.answers["python_version"] for v in shapes} == {version}
+        for position, question in enumerate(q for q in SHAPE_QUESTIONS if q != "python_version"):
+            seen = {shape_key(v)[position] for v in shapes}
+            every = {v.answers[question] for v in VARIANTS}
+            assert seen == every, f"Python {version}'s rotation gives {question} only {seen}"
+
+
+def readme_rotation() -> dict[str, list[str]]:
+    """The rotation table in README.md: version -> shape ids without their Python part."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = text.split("<!-- python-rotation", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if re.match(r"^\| \d+\.\d+ \|", line)]
+    return {row.split("|")[1].strip(): re.findall(r"`([^`]+)`", row.split("|")[2]) for row in rows}
+
+
+def test_readme_lists_the_rotation_the_code_runs() -> None:
+    in_code = {version: [v.id.split("-", 1)[1] for v in shapes] for version, shapes in ROTATION.items()}
+    assert readme_rotation() == in_code
 
 
 @pytest.mark.parametrize("variant", grouped(VARIANTS))
@@ -119,31 +174,83 @@ def test_project_suite_passes(rendered: RenderCache, variant: Variant, tmp_path:
             assert cargo.returncode == 0, cargo.stdout[-4000:] + cargo.stderr[-4000:]
 
 
-def other_version_samples() -> list[Variant]:
-    """Per other Python version, one variant per runner (the richest shape, without Celery).
+def other_version_variants() -> list[Variant]:
+    """The variants whose suites run on a Python version other than the local one.
 
-    Their code equals the local-version twin's but for version-bearing files (checked above), so
-    a sample per runner shows the code runs on that interpreter without tripling the matrix.
+    The rotation (tests/rendering.py::rotation, listed in README.md): per version a few shapes that
+    together give every question each of its values. With CFT_FULL_MATRIX=1, every shape.
     """
-    samples = []
-    for variant in VARIANTS:
-        a = variant.answers
-        if (
-            a["python_version"] != LOCAL_PYTHON
-            and a["deploy_target"] == "both"
-            and a["task_queue"] == "none"
-            and a["include_examples"]
-        ):
-            samples.append(variant)
-    return samples
+    if FULL_MATRIX:
+        return [v for v in VARIANTS if v.answers["python_version"] != LOCAL_PYTHON]
+    return [v for version, shapes in ROTATION.items() if version != LOCAL_PYTHON for v in shapes]
 
 
-@pytest.mark.parametrize("variant", grouped(other_version_samples()))
+def not_here(why: str) -> NoReturn:
+    """Skip, saying why; on CI, where every interpreter and the Docker Engine are installed, fail."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}, and CI must run it")
+    pytest.skip(why)
+
+
+@pytest.mark.parametrize("variant", grouped(other_version_variants()))
 def test_project_suite_passes_on_its_own_python(rendered: RenderCache, variant: Variant, tmp_path: Path) -> None:
-    version = variant.answers["python_version"]
+    """mypy and the fast tests, natively where the interpreter is installed, else in an image."""
+    version = str(variant.answers["python_version"])
     python = local_interpreter(version)
     if python is None:
-        pytest.skip(f"Python {version} is not installed on this machine, so this variant's suite was not run here")
+        if version not in IMAGE_SUITE_VERSIONS:
+            not_here(f"Python {version} is not installed on this machine, so this variant's suite was not run here")
+        if not FULL_MATRIX and not IMAGE_SUITE_BY_DEFAULT:
+            pytest.skip(f"Python {version} runs only in an image here, which is slow: CFT_FULL_MATRIX=1 runs it")
+        if not FULL_MATRIX and variant != image_default_shape(version):
+            pytest.skip(
+                f"Python {version} runs only in an image here, which is slow: by default only "
+                f"{image_default_shape(version).id} runs there; CFT_FULL_MATRIX=1 runs this suite too"
+            )
+        if ENGINE_PROBLEM is not None:
+            not_here(f"Python {version} is not installed here and its image cannot run: {ENGINE_PROBLEM}")
+        project = rendered.get(variant)
+        print(f"{variant.id}: {image_suite(project, version)}")
+        return
     project = rendered.get(variant)
     sync_project(project, python)
+    typed = run([tool("uv"), "run", "--no-sync", "mypy"], cwd=project, env=project_env(python))
+    assert typed.returncode == 0, typed.stdout[-4000:]
     print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', '-m', 'not slow', python=python)}")
+
+
+def image_suite(project: Path, version: str) -> str:
+    """mypy and the fast tests of `project` in the suite image of Python `version` (its last line)."""
+    try:
+        image = suite_image(version, Path(tool("uv")))
+    except BaseImageUnavailable as why:
+        not_here(str(why))
+    cache = CACHE_ROOT / f"suite-image-{version}"
+    cache.mkdir(parents=True, exist_ok=True)
+    script = (
+        "uv sync --quiet && uv run --no-sync mypy"
+        " && uv run --no-sync pytest -q -p no:cacheprovider --basetemp=/tmp/pytest -m 'not slow'"
+    )
+    result = docker(
+        "run",
+        "--rm",
+        f"--volume={project}:/project",
+        f"--volume={cache}:/cache",
+        "--workdir=/project",
+        "--env=UV_CACHE_DIR=/cache/uv",
+        "--env=UV_LINK_MODE=copy",
+        "--env=UV_PYTHON_DOWNLOADS=never",
+        f"--env=UV_PYTHON=python{version}",
+        "--env=UV_PROJECT_ENVIRONMENT=/tmp/venv",
+        # One target directory per xdist worker, as natively (rendering.py::project_env).
+        f"--env=CARGO_TARGET_DIR=/cache/cargo-target-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}",
+        image,
+        "sh",
+        "-c",
+        script,
+        check=False,
+    )
+    output = result.stdout.decode(errors="replace")
+    assert result.returncode == 0, output[-6000:] + result.stderr.decode(errors="replace")[-3000:]
+    assert " passed" in output, output[-3000:]
+    return output.strip().splitlines()[-1]
