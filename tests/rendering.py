@@ -23,6 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COPIER_YML = REPO_ROOT / "copier.yml"
 # The questions that change the shape of the project, in the order copier asks them.
 SHAPE_QUESTIONS = ("python_version", "deploy_target", "task_runner", "task_queue", "include_examples")
+# Shape questions copier asks only for some answers to those (their `when:`): each adds its
+# other choices to the variants where it is asked, and keeps its default (left out of the
+# answers, so the other variants' ids stay as they were) everywhere else.
+CONDITIONAL_SHAPE_QUESTIONS = ("task_store",)
 # Every test render uses the same identity, so Rust builds share one cargo target directory.
 IDENTITY = {"project_name": "Example Service", "author_name": "Test Team", "author_email": "team@example.com"}
 LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -55,7 +59,8 @@ class Variant:
     def id(self) -> str:
         a = self.answers
         examples = "examples" if a["include_examples"] else "bare"
-        return f"py{a['python_version']}-{a['deploy_target']}-{a['task_runner']}-{a['task_queue']}-{examples}"
+        store = f"-{a['task_store']}" if a.get("task_store", "sqlite") != "sqlite" else ""
+        return f"py{a['python_version']}-{a['deploy_target']}-{a['task_runner']}-{a['task_queue']}{store}-{examples}"
 
     def with_answers(self, **changes: Any) -> "Variant":
         return Variant({**self.answers, **changes})
@@ -85,14 +90,29 @@ def refusal(answers: Mapping[str, Any], questions: Mapping[str, Any] | None = No
     return None
 
 
+def asked(name: str, answers: Mapping[str, Any], questions: Mapping[str, Any]) -> bool:
+    """Whether copier asks question `name` given these answers (its `when:`)."""
+    when = questions[name].get("when", True)
+    if isinstance(when, bool):
+        return when
+    rendered = jinja2.Environment(autoescape=False).from_string(str(when)).render(**answers)
+    return rendered.strip().lower() not in ("", "false", "0", "none")
+
+
 def all_variants() -> list[Variant]:
-    """Every combination of the shape questions' choices that the validators accept."""
+    """Every combination of the shape questions' choices that the validators accept, and each
+    conditional shape question's other choices where it is asked."""
     questions = load_questions()
     variants = []
     for combination in itertools.product(*(_choices(questions[name]) for name in SHAPE_QUESTIONS)):
         answers = dict(zip(SHAPE_QUESTIONS, combination, strict=True))
         if refusal(answers, questions) is None:
             variants.append(Variant(answers))
+            for name in CONDITIONAL_SHAPE_QUESTIONS:
+                if asked(name, answers, questions):
+                    default = questions[name]["default"]
+                    choices = [c for c in _choices(questions[name]) if c != default]
+                    variants += [Variant({**answers, name: choice}) for choice in choices]
     return variants
 
 

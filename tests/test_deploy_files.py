@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import RenderCache
-from .rendering import all_variants, run
+from .rendering import LOCAL_PYTHON, all_variants, run
 
 VARIANTS = all_variants()
 DEPLOY_FILES = ("Dockerfile", "Dockerfile.lambda", "template.yaml")
@@ -68,6 +69,26 @@ def test_which_variants_render_which_deployment_files(rendered: RenderCache) -> 
         assert (package / "lambda_handler.py").exists() == has_lambda
         assert (package / "tasks" / "runner" / "sqs.py").exists() == has_lambda
         assert (package / "tasks" / "store" / "dynamodb.py").exists() == has_lambda
+
+
+def test_which_variants_render_a_compose_file_and_what_it_runs(rendered: RenderCache) -> None:
+    # compose.yaml does not depend on python_version: the local version's variants cover it.
+    for variant in [v for v in VARIANTS if v.answers["python_version"] == LOCAL_PYTHON]:
+        answers = variant.answers
+        compose = rendered.get(variant) / "compose.yaml"
+        postgres = answers.get("task_store") == "postgres"
+        celery = answers["task_queue"] == "celery" and answers["deploy_target"] != "lambda"
+        assert compose.exists() == (postgres or celery), variant.id
+        if not postgres:
+            continue
+        services = yaml.safe_load(compose.read_text())["services"]
+        assert set(services) == {"postgres", "api"}, variant.id
+        api = services["api"]
+        url = api["environment"]["TASK_STORE_URL"]
+        assert url.startswith("postgresql://tasks:${POSTGRES_PASSWORD:?"), url
+        assert url.endswith("@postgres:5432/tasks"), url
+        assert api["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert "ports" not in services["postgres"], "the database is published on the host"
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.lambda"])

@@ -161,6 +161,23 @@ def test_celery_on_lambda_is_refused_by_copier_itself(tmp_path: Path) -> None:
     assert not destination.exists() or not any(destination.iterdir())
 
 
+@pytest.mark.parametrize(
+    "answers",
+    [{"deploy_target": "lambda"}, {"deploy_target": "both"}, {"task_queue": "celery"}],
+    ids=["lambda", "both", "celery"],
+)
+def test_the_postgres_store_where_copier_does_not_ask_for_it_is_refused(
+    tmp_path: Path, answers: dict[str, str]
+) -> None:
+    destination = tmp_path / "project"
+    result = render_variant({**GOOD, **answers, "task_store": "postgres"}, destination, check=False)
+    assert result.returncode != 0
+    assert "task_store 'postgres' is for deploy_target 'container' with task_queue 'none'" in (
+        result.stderr + result.stdout
+    )
+    assert not destination.exists() or not any(destination.iterdir())
+
+
 def test_good_answers_render(tmp_path: Path) -> None:
     render_variant(GOOD, tmp_path / "project")
     assert (tmp_path / "project" / "src" / "example_service" / "main.py").exists()

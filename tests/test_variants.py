@@ -78,15 +78,17 @@ VERSION_BEARING = {
 
 
 def representative_ids() -> set[str]:
-    """One local variant per (task_runner, task_queue): these also run the real-server tests.
+    """One local variant per (task_runner, task_queue, task_store): these also run the
+    real-server tests.
 
     The slow tests start real uvicorn processes and exercise the runner and the store, which
-    deploy_target and include_examples do not change; running them once per runner and queue
-    keeps the matrix affordable without leaving a runner untested.
+    deploy_target and include_examples do not change; running them once per runner, queue and
+    store keeps the matrix affordable without leaving a runner or a store untested.
     """
-    chosen: dict[tuple[str, str], Variant] = {}
+    chosen: dict[tuple[str, str, str], Variant] = {}
     for variant in LOCAL_VARIANTS:
-        key = (variant.answers["task_runner"], variant.answers["task_queue"])
+        a = variant.answers
+        key = (a["task_runner"], a["task_queue"], a.get("task_store", "sqlite"))
         if key not in chosen or (variant.answers["include_examples"] and variant.answers["deploy_target"] == "both"):
             chosen[key] = variant
     return {variant.id for variant in chosen.values()}
@@ -99,6 +101,9 @@ def test_the_matrix_covers_every_choice() -> None:
     for question in ("python_version", "deploy_target", "task_runner", "task_queue", "include_examples"):
         seen = {v.answers[question] for v in VARIANTS}
         assert len(seen) >= 2, f"{question} has only {seen} in the matrix"
+    stores = {v.answers.get("task_store", "sqlite") for v in VARIANTS}
+    assert stores == {"sqlite", "postgres"}, stores
+    assert any(v.answers.get("task_store") == "postgres" for v in VARIANTS if v.id in REPRESENTATIVES)
 
 
 def test_the_rotation_gives_every_question_each_of_its_values_on_every_version() -> None:

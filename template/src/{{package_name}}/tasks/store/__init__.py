@@ -1,5 +1,5 @@
-"""Task stores, chosen by URL: `sqlite:///path/to/tasks.db`, `memory://`, `redis://host/db` or
-`dynamodb://table`."""
+"""Task stores, chosen by URL: `sqlite:///path/to/tasks.db`, `memory://`, `redis://host/db`,
+`dynamodb://table` or `postgresql://user:password@host/dbname`."""
 
 import importlib
 from datetime import timedelta
@@ -34,6 +34,10 @@ def open_store(url: str, *, retention: timedelta | None) -> TaskStore:
         return _open_optional("redis", "RedisTaskStore", url, retention, "the Celery workers")
     if url.startswith("dynamodb://"):
         return _open_optional("dynamodb", "DynamoDbTaskStore", url, retention, "AWS Lambda")
+    if url.startswith(("postgresql://", "postgres://")):
+        return _open_optional(
+            "postgres", "PostgresTaskStore", url, retention, "the answer task_store: postgres"
+        )
     raise ValueError(
         f"TASK_STORE_URL {url!r} is not supported: use sqlite:///path/to/tasks.db or memory://"
     )
