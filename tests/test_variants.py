@@ -54,7 +54,10 @@ IMAGE_SUITE_VERSIONS = set(DEBIAN_PYTHON.values())
 # minutes each), so without CFT_FULL_MATRIX=1 each such version runs one shape of its rotation
 # there, the one that runs the most of the code (both targets, the examples, the Rust runner),
 # and the others skip saying how to run them. False: none of them without CFT_FULL_MATRIX=1.
-IMAGE_SUITE_BY_DEFAULT = True
+# False for now: 3.14 is not the default (copier.yml says why), an image run costs CI minutes
+# it does not have (building the suite image alone takes minutes on a fresh machine), and the
+# one 3.14 run so far found an e-mail header failure in the examples that is not yet fixed.
+IMAGE_SUITE_BY_DEFAULT = False
 
 
 def image_default_shape(version: str) -> Variant:
