@@ -6,7 +6,7 @@
 Renders the variants it needs from the working tree (tests/rendering.py::render_variant) into
 bench/.work/, installs them with `uv sync` (the Rust variant builds its crate with maturin),
 starts real uvicorn processes for them and for the stock baselines (bench/baselines/), measures
-the six metrics (bench/metrics.py lists them), and writes bench/results/BENCHMARKS.md, latency.png
+the seven metrics (bench/metrics.py lists them), and writes bench/results/BENCHMARKS.md, latency.png
 and results.json. Every measurement is repeated (`--runs`, 5 by default) with the systems
 interleaved, and the report gives the median of the per-run statistics. Nothing asserts a timing.
 
@@ -42,18 +42,19 @@ class Sizes:
     task_concurrency: int
     copy_runs: int  # template_time: `copier copy` runs per variant
     celery_tasks: int
+    progress_seconds: float  # task_control_costs: how long the progress-reporting task runs
     timeout: float  # per measurement
 
 
 FULL = Sizes(
     runs=5, warmup=200, requests=2000, documents=200, document_bytes=512 * 1024, upload_concurrency=4,
     probe_interval=0.005, idle_probe_seconds=2.0, tasks=10_000, task_concurrency=8, copy_runs=5,
-    celery_tasks=10_000, timeout=600.0,
+    celery_tasks=10_000, progress_seconds=4.0, timeout=600.0,
 )  # fmt: skip
 SMOKE = Sizes(
     runs=2, warmup=5, requests=30, documents=6, document_bytes=16 * 1024, upload_concurrency=2,
     probe_interval=0.01, idle_probe_seconds=0.2, tasks=40, task_concurrency=4, copy_runs=1,
-    celery_tasks=20, timeout=60.0,
+    celery_tasks=20, progress_seconds=0.5, timeout=60.0,
 )  # fmt: skip
 
 
@@ -65,8 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 5; smoke 2)")
     parser.add_argument(
         "--only",
-        default="1,2,3,4,5,6",
-        help="comma-separated metrics to measure, by number (1-6) or name (scheduling_latency, "
+        default="1,2,3,4,5,6,7",
+        help="comma-separated metrics to measure, by number (1-7) or name (scheduling_latency, "
         "api_latency_under_cpu_load, task_throughput, lambda_latency, template_time, image_sizes); "
         "the others are reported as not measured",
     )

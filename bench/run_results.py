@@ -12,9 +12,9 @@ from typing import Any
 
 # The results.json keys (and samples.json keys) each metric fills. These are the keys every run
 # of this benchmark has written, so `--reuse` reads any earlier results.json.
-KEYS = {1: ["m1"], 2: ["m2"], 3: ["m3", "celery"], 4: ["deploy"], 5: ["copy", "ci"], 6: ["deploy"]}
+KEYS = {1: ["m1"], 2: ["m2"], 3: ["m3", "celery"], 4: ["deploy"], 5: ["copy", "ci"], 6: ["deploy"], 7: ["m7"]}
 SAMPLE_KEYS = {1: ["m1"], 2: ["m2", "m2_idle"]}
-ON_SERVERS = ("m1", "m2", "m3")
+ON_SERVERS = ("m1", "m2", "m3", "m7")
 
 
 class Results:
@@ -23,12 +23,13 @@ class Results:
             "m1": {},
             "m2": {},
             "m3": {},
+            "m7": {},
             "celery": None,
             "deploy": None,
             "copy": {},
             "ci": None,
             "unavailable": {},
-            "skipped": {str(n): "not selected (--only)" for n in range(1, 7) if n not in only},
+            "skipped": {str(n): "not selected (--only)" for n in range(1, 8) if n not in only},
         }
         self.samples: dict[str, Any] = {"m1": {}, "m2": {}, "m2_idle": {}}
         self.versions: dict[str, str] = {}

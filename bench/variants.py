@@ -31,17 +31,33 @@ REPORTED_VERSIONS = ("fastapi", "starlette", "uvicorn", "pydantic", "uvloop", "h
 # never changed for the benchmark): the same endpoint with and without one no-op task.
 SERVICE_MODULE = '''"""Bench-only endpoints, written by bench/run.py; not part of the template."""
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
 
 from {package}.app import create_app
-from {package}.tasks import TaskAccepted, Tasks, task
+from {package}.tasks import Idempotent, TaskAccepted, Tasks, report_progress, task
 
 
 @task(name="bench.noop", max_attempts=1)
 def noop() -> None:
     return None
+
+
+@task(name="bench.pace", max_attempts=1)
+def pace(seconds: float, rate: int, report: bool) -> dict[str, float]:
+    """Run `seconds` at `rate` steps a second, calling report_progress at each step if `report`."""
+    total = int(seconds * rate)
+    started = time.perf_counter()
+    for done in range(1, total + 1):
+        if report:
+            report_progress(done, total)
+        if done % 100 == 0:
+            ahead = started + done / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+    return {{"calls": total if report else 0, "calls_per_second": total / (time.perf_counter() - started)}}
 
 
 router = APIRouter()
@@ -50,6 +66,16 @@ router = APIRouter()
 @router.post("/bench/noop-task", status_code=202)
 def noop_task(tasks: Tasks) -> TaskAccepted:
     return tasks.add_task(noop)
+
+
+@router.post("/bench/idempotent-noop-task", status_code=202, dependencies=[Idempotent])
+def idempotent_noop_task(tasks: Tasks) -> TaskAccepted:
+    return tasks.add_task(noop)
+
+
+@router.post("/bench/progress-task", status_code=202)
+def progress_task(tasks: Tasks, seconds: float, rate: int, report: bool) -> TaskAccepted:
+    return tasks.add_task(pace, seconds, rate, report)
 
 
 @router.post("/bench/no-task", status_code=202)

@@ -34,6 +34,8 @@ ROWS = [
     "4. Lambda response time with a 1 s background task",
     "5. `copier copy`",
     "5. the whole template test run",
+    "7. **cost of an Idempotency-Key at p50**",
+    "7. GET /health p50 / p99 while a task reports progress",
     "6. container image size = base image + the app's share (Python runner)",
     "6. container image size = base image + the app's share (Rust runner)",
     "6. Lambda image size = base image + the app's share (Python runner)",

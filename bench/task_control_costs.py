@@ -1,0 +1,121 @@
+"""Metric 7: what task control costs (the template alone: stock `BackgroundTasks` has none of it).
+
+- Idempotent scheduling: the no-op scheduling endpoint with a fresh `Idempotency-Key` on every
+  request (so each one claims a key) against the same endpoint without one, sequential requests
+  on one connection; the difference is what a key costs.
+- Progress: `GET /health` probed while one task calls `report_progress` 10,000 times a second,
+  against the same probe while the same task paces itself without reporting: the ratio of the
+  two p99s is what progress reporting costs the API.
+"""
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import httpx
+from load_client import closed_loop, probe_while, summary
+from report_cells import RUNNERS, Table, good_runs, median, ms, not_measured
+from report_cells import unavailable_reason as why_not
+from run_results import Results
+from server_rounds import settle
+from systems import System
+
+NUMBER = 7
+NAME = "task_control_costs"
+TITLE = "idempotency keys and progress reporting"
+KEY = "m7"
+PROGRESS_CALLS_PER_SECOND = 10_000
+_keys = itertools.count()
+
+
+async def measure(system: System, run: int, sizes: Any, results: Results) -> None:
+    if system.kind == "stock":
+        return  # nothing to compare: stock BackgroundTasks has neither feature
+    per_run: dict[str, Any] = {}
+    endpoints = ["plain", "idempotent"] if run % 2 == 0 else ["idempotent", "plain"]
+    for name in endpoints:
+        path = system.endpoints.noop if name == "plain" else "/bench/idempotent-noop-task"
+
+        async def post(http: httpx.AsyncClient, _: int, path: str = path, name: str = name) -> httpx.Response:
+            headers = {"Idempotency-Key": f"bench-{run}-{next(_keys)}"} if name == "idempotent" else {}
+            return await http.post(path, headers=headers)
+
+        await closed_loop(system.base_url, post, count=sizes.warmup, concurrency=1, deadline=sizes.timeout)
+        await settle(system)
+        batch = await closed_loop(system.base_url, post, count=sizes.requests, concurrency=1, deadline=sizes.timeout)
+        if batch.accepted < sizes.requests:
+            raise ValueError(f"{name} scheduling: {batch.statuses}, {batch.errors} errors")
+        per_run[name] = summary(batch.latencies)
+        await settle(system)
+    modes = ["silent", "reporting"] if run % 2 == 0 else ["reporting", "silent"]
+    for mode in modes:
+        per_run[f"health_{mode}"] = await health_while_task_runs(system, sizes, report=mode == "reporting")
+        await settle(system)
+    results.data[KEY].setdefault(system.key, []).append(per_run)
+
+
+async def health_while_task_runs(system: System, sizes: Any, *, report: bool) -> dict[str, float]:
+    """/health latencies while the bench's pacing task runs for `sizes.progress_seconds`."""
+    seconds = sizes.progress_seconds
+    async with httpx.AsyncClient(base_url=system.base_url, trust_env=False, timeout=30) as http:
+        params = {"seconds": seconds, "rate": PROGRESS_CALLS_PER_SECOND, "report": int(report)}
+        accepted = await http.post("/bench/progress-task", params=params)
+        accepted.raise_for_status()
+        status_url = accepted.json()["status_url"]
+        deadline = time.monotonic() + sizes.timeout
+        while (await http.get(status_url)).json()["state"] == "queued":
+            if time.monotonic() > deadline:
+                raise ValueError("the progress task never started")
+            await asyncio.sleep(0.01)
+        # Probe for most of the task's run, not past its end.
+        probed = await probe_while(system.base_url, asyncio.sleep(seconds * 0.9), interval=sizes.probe_interval)
+        while (final := (await http.get(status_url)).json())["state"] not in ("succeeded", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise ValueError("the progress task never ended")
+            await asyncio.sleep(0.05)
+    if final["state"] != "succeeded":
+        raise ValueError(f"the progress task {final['state']}: {final.get('error')}")
+    return {**summary(probed.latencies), **final["result"], "errors": probed.errors}
+
+
+# -- in the report ----------------------------------------------------------------------------
+
+
+def stats(results: dict[str, Any], key: str) -> dict[str, float | None]:
+    runs = good_runs(results, NUMBER, key)
+    out: dict[str, float | None] = {}
+    for name in ("plain", "idempotent", "health_silent", "health_reporting"):
+        out[f"{name}_p50"] = median([r[name].get("p50_ms") for r in runs])
+        out[f"{name}_p99"] = median([r[name].get("p99_ms") for r in runs])
+    out["key_cost_p50"] = median([r["idempotent"]["p50_ms"] - r["plain"]["p50_ms"] for r in runs])
+    out["progress_p99_ratio"] = median(
+        [r["health_reporting"]["p99_ms"] / r["health_silent"]["p99_ms"] for r in runs if r["health_silent"]["p99_ms"]]
+    )
+    out["calls_per_second"] = median([r["health_reporting"]["calls_per_second"] for r in runs])
+    return out
+
+
+def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
+    stock = "— (stock has no such feature)"
+    for key, runner in RUNNERS.items():
+        reason = why_not(results, key, NUMBER)
+        t = stats(results, key) if reason is None else None
+
+        def pair(name: str, t: dict[str, float | None] | None = t, reason: str | None = reason) -> str:
+            if t is None:
+                return not_measured(reason or "")
+            return f"{ms(t[name + '_p50'])} / {ms(t[name + '_p99'])} ms"
+
+        table.add(f"7. scheduling without a key: p50 / p99 ({runner})", stock, pair("plain"), "—")
+        table.add(f"7. scheduling with a fresh Idempotency-Key: p50 / p99 ({runner})", stock, pair("idempotent"), "—")
+        cost = "—" if t is None or t["key_cost_p50"] is None else f"{t['key_cost_p50']:+.3f} ms"
+        table.add(f"7. **cost of an Idempotency-Key at p50** (target < +0.2 ms) ({runner})", stock, cost, "—")
+        table.add(f"7. GET /health p50 / p99 while a task paces without reporting ({runner})", stock, pair("health_silent"), "—")
+        table.add(
+            f"7. GET /health p50 / p99 while a task reports progress {PROGRESS_CALLS_PER_SECOND:,} times a second ({runner})",
+            stock,
+            pair("health_reporting")
+            + ("" if t is None or t["calls_per_second"] is None else f" ({t['calls_per_second']:,.0f} calls/s reached)"),
+            "—" if t is None or t["progress_p99_ratio"] is None else f"{t['progress_p99_ratio']:.2f}× p99 (target < 1.10×)",
+        )
