@@ -127,6 +127,11 @@ class TaskLedger:
     def accept(self, record: TaskRecord) -> None:
         """Store a newly accepted task, once: a request must not wait out an outage, so the
         caller answers 503 when this raises."""
+        self._write_once(record)
+
+    def _write_once(self, record: TaskRecord) -> None:
+        """One write of a new version, raising if the store refuses it (for a request, which
+        answers 503 rather than wait out an outage)."""
         record.version += 1
         try:
             self.store.save(record)
@@ -238,13 +243,7 @@ class TaskLedger:
         record.finished_at = utcnow()
         record.next_attempt_at = None
         if once:
-            record.version += 1
-            try:
-                self.store.save(record)
-            except Exception as error:
-                self._store_failed(record, error, logging.ERROR, "task store write failed")
-                raise
-            self._store_answered(record)
+            self._write_once(record)
             self._count(record.state)
             self._ended(record)
         else:

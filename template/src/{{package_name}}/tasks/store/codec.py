@@ -6,6 +6,7 @@ One spelling for all stores, so a record reads back unchanged from any of them.
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,7 +82,11 @@ def claim_to_json(claim: IdempotencyClaim) -> str:
 
 
 def claim_from_json(text: str) -> IdempotencyClaim:
-    fields: dict[str, Any] = json.loads(text)
+    return claim_from_fields(json.loads(text))
+
+
+def claim_from_fields(fields: Mapping[str, Any]) -> IdempotencyClaim:
+    """A claim from its fields by name (a decoded JSON object, a database row)."""
     return IdempotencyClaim(
         caller=fields["caller"],
         key=fields["key"],

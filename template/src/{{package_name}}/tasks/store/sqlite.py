@@ -23,6 +23,7 @@ from typing import Any
 
 from ..models import FINAL_STATES, IdempotencyClaim, TaskProgress, TaskRecord, TaskState, utcnow
 from .codec import (
+    claim_from_fields,
     deliveries_from_json,
     deliveries_to_json,
     progress_from_json,
@@ -267,13 +268,7 @@ class SqliteTaskStore:
                 "SELECT * FROM idempotency_claims WHERE caller = ? AND key = ?",
                 (claim.caller, claim.key),
             ).fetchone()
-        return IdempotencyClaim(
-            caller=row["caller"],
-            key=row["key"],
-            fingerprint=row["fingerprint"],
-            task_id=row["task_id"],
-            created_at=datetime.fromisoformat(row["created_at"]),
-        )
+        return claim_from_fields(dict(row))
 
     def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
         self._connection().execute(
