@@ -1,0 +1,78 @@
+"""README's scaffold command, the form for a clone of this repository, works as written.
+
+The line is taken from README.md (after its `scaffold-from-clone` marker) and run unchanged with
+bash in the root of a fresh `git clone` of this repository: copier renders the defaults (the Rust
+runner, built by `uv run`), the post-copy hook locks and commits, and uvicorn starts. The port
+comes from UVICORN_PORT, which uvicorn's CLI reads, so the line itself is not edited.
+"""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from .rendering import CARGO_TARGET, REPO_ROOT, free_port, tool
+
+README = REPO_ROOT / "README.md"
+MARKER = "<!-- scaffold-from-clone"
+# Rendering, locking and building the crate before uvicorn answers: minutes on a loaded machine.
+START_TIMEOUT = 900.0
+
+
+def scaffold_line() -> str:
+    block = README.read_text().split(MARKER, 1)[1].split("```console\n", 1)[1]
+    line = block.split("```", 1)[0].strip()
+    assert "\n" not in line, f"the scaffold block should be one line: {line!r}"
+    return line
+
+
+def test_the_scaffold_line_works_from_a_clone(tmp_path: Path) -> None:
+    clone = tmp_path / "copier-fastapi-tasks"
+    # What a user clones: the committed tree of this checkout's HEAD.
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "API_KEYS", "JWT_", "VIRTUAL_ENV"))},
+        "UVICORN_PORT": str(port),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "CARGO_TARGET_DIR": str(CARGO_TARGET / "readme-scaffold"),
+        # uv and uvx from the test environment, as a user's PATH has them.
+        "PATH": f"{Path(tool('uv')).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    log_path = tmp_path / "scaffold.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["bash", "-c", scaffold_line()],
+            cwd=clone,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        answered = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                answered = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert answered is not None and answered.status_code == 200, (
+            f"the service never answered /health (exit {process.poll()}):\n{log_path.read_text()[-4000:]}"
+        )
+        project = tmp_path / "my-service"
+        assert (project / ".copier-answers.yml").exists()
+        assert (project / "uv.lock").exists(), "the post-copy hook did not lock the project"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
