@@ -14,7 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .rendering import CARGO_TARGET, REPO_ROOT, free_port, tool
+import yaml
+
+from .rendering import CARGO_TARGET, COPIER_YML, REPO_ROOT, free_port, local_interpreter, tool
 
 README = REPO_ROOT / "README.md"
 MARKER = "<!-- scaffold-from-clone"
@@ -29,6 +31,18 @@ def scaffold_line() -> str:
     return line
 
 
+def default_python() -> str:
+    """The interpreter of the default `python_version`, which `--defaults` renders for.
+
+    A user's uv finds it on PATH or downloads it; here nothing is downloaded, and pyenv's shim for
+    an inactive version fails, so its folder goes first on PATH, as an activated Python would.
+    """
+    version = str(yaml.safe_load(COPIER_YML.read_text())["python_version"]["default"])
+    python = local_interpreter(version)
+    assert python is not None, f"Python {version} (python_version's default) is not installed here"
+    return python
+
+
 def test_the_scaffold_line_works_from_a_clone(tmp_path: Path) -> None:
     clone = tmp_path / "copier-fastapi-tasks"
     # What a user clones: the committed tree of this checkout's HEAD.
@@ -39,8 +53,10 @@ def test_the_scaffold_line_works_from_a_clone(tmp_path: Path) -> None:
         "UVICORN_PORT": str(port),
         "UV_PYTHON_DOWNLOADS": "never",
         "CARGO_TARGET_DIR": str(CARGO_TARGET / "readme-scaffold"),
-        # uv and uvx from the test environment, as a user's PATH has them.
-        "PATH": f"{Path(tool('uv')).parent}{os.pathsep}{os.environ['PATH']}",
+        # uv and uvx from the test environment, and the default Python, as a user's PATH has them.
+        "PATH": os.pathsep.join(
+            [str(Path(tool("uv")).parent), str(Path(default_python()).parent), os.environ["PATH"]]
+        ),
     }
     log_path = tmp_path / "scaffold.log"
     with log_path.open("w") as log:
