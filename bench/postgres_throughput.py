@@ -198,9 +198,7 @@ def measure(project: Path, options: argparse.Namespace) -> None:
         "concurrency": options.concurrency,
         "runner": "python",
         "cpus": os.cpu_count(),
-        "replicas": {
-            n: {"seconds": median([r["seconds"] for r in rs]), "runs": rs} for n, rs in runs.items()
-        },
+        "replicas": {n: {"seconds": median([r["seconds"] for r in rs]), "runs": rs} for n, rs in runs.items()},
     }
     print()
     print("| replicas | tasks | seconds (median) | tasks/s |")
@@ -228,13 +226,18 @@ def started_replicas(project: Path, count: int, url: str, tasks: int, logs: Path
             workdir = logs / f"replica-{number}"
             workdir.mkdir(parents=True, exist_ok=True)
             with (logs / f"replica-{number}.log").open("ab") as log:
+                command = [
+                    sys.executable, "-m", "uvicorn", f"{PACKAGE}.main:app", "--host", "127.0.0.1", "--port", str(port),
+                ]  # fmt: skip
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "uvicorn", f"{PACKAGE}.main:app",
-                         "--host", "127.0.0.1", "--port", str(port)],
-                        cwd=workdir, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                        command,
+                        cwd=workdir,
+                        env=environment,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    )
                 )
             base_urls.append(f"http://127.0.0.1:{port}")
         for process, base_url in zip(processes, base_urls, strict=True):
@@ -311,7 +314,9 @@ async def one_batch(base_urls: list[str], url: str, options: argparse.Namespace)
         deadline = started + options.timeout
         while (done := final())[0] < accepted:
             if time.perf_counter() > deadline:
-                raise SystemExit(f"not every accepted task was final within {options.timeout:.0f}s: {done[0]}/{accepted}")
+                raise SystemExit(
+                    f"not every accepted task was final within {options.timeout:.0f}s: {done[0]}/{accepted}"
+                )
             await asyncio.sleep(0.05)
     seconds = time.perf_counter() - started
     return {
