@@ -55,6 +55,7 @@ class BenchmarkRun:
         on_servers = [metric for metric in ON_SERVERS if metric.NUMBER in self.only]
         deployment_wanted = bool(self.only & DEPLOYMENT)
         celery: Any = None
+        postgres: Any = None
         lambda_part: Any = None
         try:
             if on_servers:
@@ -62,6 +63,7 @@ class BenchmarkRun:
             if self.smoke:
                 # Smoke numbers mean nothing: overlap the other scripts with our measurements.
                 celery = self.guarded("starting celery_throughput.py", self.start_celery, (), "celery")
+                postgres = self.guarded("starting postgres_throughput.py", self.start_postgres, (), "postgres")
                 if deployment_wanted:
                     lambda_part = self.guarded(
                         "starting the Lambda part",
@@ -80,6 +82,9 @@ class BenchmarkRun:
             if not self.smoke:
                 celery = self.guarded("starting celery_throughput.py", self.start_celery, (), "celery")
             self.guarded("running celery_throughput.py", lambda: self.finish_celery(celery), (), "celery")
+            if not self.smoke:  # one script at a time on a full run: neither disturbs the other
+                postgres = self.guarded("starting postgres_throughput.py", self.start_postgres, (), "postgres")
+            self.guarded("running postgres_throughput.py", lambda: self.finish_postgres(postgres), (), "postgres")
             if deployment_wanted:
                 self.guarded("measuring the deployment", lambda: self.measure_deployment(lambda_part), (), "deploy")
             if template_time.NUMBER in self.only:
@@ -92,9 +97,11 @@ class BenchmarkRun:
                     )
                 self.results.data["ci"] = template_time.ci_test_run_seconds()
         finally:
-            for process in (celery, lambda_part):
-                if isinstance(process, subprocess.Popen) and process.poll() is None:
-                    process.kill()
+            for script in (celery, postgres):
+                if isinstance(script, subprocess.Popen):
+                    task_throughput.stop_script(script)  # it stops the servers it started
+            if isinstance(lambda_part, subprocess.Popen) and lambda_part.poll() is None:
+                lambda_part.kill()
             for system in self.systems.values():
                 system.stop()
             self.write(started_at)
@@ -122,6 +129,16 @@ class BenchmarkRun:
         if process is not None:
             limit = 600 if self.smoke else 3600
             self.results.data["celery"] = task_throughput.finish_celery(process, self.work, self.logs, limit)
+
+    def start_postgres(self) -> Any:
+        if task_throughput.NUMBER not in self.only:
+            return None
+        return task_throughput.start_postgres(self.sizes, self.work, self.logs)
+
+    def finish_postgres(self, process: Any) -> None:
+        if process is not None:
+            limit = 600 if self.smoke else 3600
+            self.results.data["postgres"] = task_throughput.finish_postgres(process, self.work, self.logs, limit)
 
     def measure_deployment(self, lambda_part: Any) -> None:
         if self.smoke:

@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | 1 | scheduling_latency | latency of an endpoint with and without one scheduled task |
 | 2 | api_latency_under_cpu_load | `GET /health` latency while CPU-heavy tasks run |
-| 3 | task_throughput | a batch of tasks over HTTP until all are final (and Celery's, by celery_throughput.py) |
+| 3 | task_throughput | a batch of tasks over HTTP until all are final (Celery's and PostgreSQL's: scripts) |
 | 4 | lambda_latency | the Lambda handler's cold start and its response with a 1 s task |
 | 5 | template_time | `copier copy` per variant, the whole template test run |
 | 6 | image_sizes | image sizes (the app's share), `docker run` until /health answers |

@@ -14,7 +14,11 @@ from report_cells import Table
 # The headline's order: the latency under load first, then scheduling, throughput and Lambda.
 HEADLINE = [api_latency_under_cpu_load, scheduling_latency, task_throughput, lambda_latency]
 # The scripts whose failure a results.json key records, for the "Not measured" list.
-SCRIPTS = {"celery": "bench/celery_throughput.py", "deploy": "bench/deployment.py"}
+SCRIPTS = {
+    "celery": "bench/celery_throughput.py",
+    "postgres": "bench/postgres_throughput.py",
+    "deploy": "bench/deployment.py",
+}
 
 
 def write_markdown(path: Path, meta: dict[str, Any], results: dict[str, Any], sizes: Any, smoke: bool) -> None:
@@ -98,7 +102,12 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         "until every accepted task is final: for the template its `/ready` counters say so; stock cannot say, "
         "so its log file's lines are counted. The template runs with `TASK_QUEUE_SIZE` above the task count "
         "(with the default bound of 1000 waiting tasks it answers 503 + Retry-After to a client this fast). "
-        "Celery: bench/celery_throughput.py (its enqueue and drain phases are separate; the cell is the drain)."
+        "Celery: bench/celery_throughput.py (its enqueue and drain phases are separate; the cell is the drain). "
+        "PostgreSQL store: bench/postgres_throughput.py renders the `task_store: postgres` variant (Python "
+        "runner), starts its own PostgreSQL server (Debian's package, a throwaway data folder, fsync off) and "
+        "sends the same batch to one replica, then to two replicas on one database (two uvicorn processes, "
+        "each from its own working directory, requests alternating between them), each run on a fresh "
+        "database with fresh replicas; the time is until every task's record in the database is final."
         + task_throughput.lag_note(results),
         "4. **Lambda**: bench/deployment.py: the handler module imported and its first event handled in a "
         "fresh process (cold start), then an endpoint whose background task sleeps 1 s; stock Mangum runs the "

@@ -12,7 +12,15 @@ from typing import Any
 
 # The results.json keys (and samples.json keys) each metric fills. These are the keys every run
 # of this benchmark has written, so `--reuse` reads any earlier results.json.
-KEYS = {1: ["m1"], 2: ["m2"], 3: ["m3", "celery"], 4: ["deploy"], 5: ["copy", "ci"], 6: ["deploy"], 7: ["m7"]}
+KEYS = {
+    1: ["m1"],
+    2: ["m2"],
+    3: ["m3", "celery", "postgres"],
+    4: ["deploy"],
+    5: ["copy", "ci"],
+    6: ["deploy"],
+    7: ["m7"],
+}
 SAMPLE_KEYS = {1: ["m1"], 2: ["m2", "m2_idle"]}
 ON_SERVERS = ("m1", "m2", "m3", "m7")
 
@@ -25,6 +33,7 @@ class Results:
             "m3": {},
             "m7": {},
             "celery": None,
+            "postgres": None,
             "deploy": None,
             "copy": {},
             "ci": None,

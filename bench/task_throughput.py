@@ -1,13 +1,15 @@
 """Metric 3: how long a batch of tasks scheduled over HTTP takes until every one is final.
 
-The in-process runners are measured here, against the running servers; the Celery variant by
-celery_throughput.py, which run.py starts as a script of its own.
+The in-process runners are measured here, against the running servers (SQLite store); the Celery
+variant by celery_throughput.py and the PostgreSQL store (one and two replicas) by
+postgres_throughput.py, which run.py starts as scripts of their own.
 """
 
 import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,8 +27,9 @@ from systems import System, uv
 NUMBER = 3
 NAME = "task_throughput"
 TITLE = "task throughput"
-KEY = "m3"  # its results.json key; the Celery numbers are under "celery"
+KEY = "m3"  # its results.json key; the Celery numbers are under "celery", PostgreSQL's under "postgres"
 CELERY_SCRIPT = Path(__file__).resolve().parent / "celery_throughput.py"
+POSTGRES_SCRIPT = Path(__file__).resolve().parent / "postgres_throughput.py"
 
 
 async def measure(system: System, run: int, sizes: Any, results: Results) -> None:
@@ -62,41 +65,100 @@ async def measure(system: System, run: int, sizes: Any, results: Results) -> Non
     )
 
 
-# -- the Celery variant: celery_throughput.py as it is ----------------------------------------
+# -- the Celery variant and the PostgreSQL store: scripts of their own ------------------------
 
 
 def start_celery(tasks: int, work: Path, logs: Path) -> subprocess.Popen[str] | dict[str, str]:
     """celery_throughput.py in the background, under the interpreter run.py was started with."""
     if shutil.which("redis-server") is None:
         return {"missing": "redis-server is not installed (bash .ci/install-celery.sh)"}
-    output = work / "external" / "celery.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.unlink(missing_ok=True)
-    command = [host_python(), str(CELERY_SCRIPT), "--tasks", str(tasks), "--json", str(output)]
-    env = {**os.environ, "PATH": f"{Path(uv()).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    say(f"running bench/celery_throughput.py --tasks {tasks} ...")
-    log = (logs / "celery_throughput.log").open("w")
-    return subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
-    )
+    return start_script(CELERY_SCRIPT, ["--tasks", str(tasks)], work, logs)
 
 
 def finish_celery(process: subprocess.Popen[str] | dict[str, str], work: Path, logs: Path, limit: float) -> Any:
     """Its numbers, or {"missing": why}."""
+    return finish_script(CELERY_SCRIPT, process, work, logs, limit)
+
+
+def start_postgres(sizes: Any, work: Path, logs: Path) -> subprocess.Popen[str] | dict[str, str]:
+    """postgres_throughput.py in the background: the same batch as the rows above, `sizes.runs` times."""
+    why = postgres_missing()
+    if why is not None:
+        return {"missing": why}
+    arguments = [
+        "--tasks", str(sizes.tasks), "--concurrency", str(sizes.task_concurrency),
+        "--runs", str(sizes.runs), "--timeout", str(sizes.timeout),
+    ]  # fmt: skip
+    return start_script(POSTGRES_SCRIPT, arguments, work, logs)
+
+
+def finish_postgres(process: subprocess.Popen[str] | dict[str, str], work: Path, logs: Path, limit: float) -> Any:
+    """Its numbers, or {"missing": why}."""
+    return finish_script(POSTGRES_SCRIPT, process, work, logs, limit)
+
+
+def postgres_missing() -> str | None:
+    """Why PostgreSQL cannot be started here (postgres_throughput.py's own check), or None."""
+    import postgres_throughput
+
+    return postgres_throughput.missing_postgres()
+
+
+def start_script(script: Path, arguments: list[str], work: Path, logs: Path) -> subprocess.Popen[str]:
+    """A measuring script in the background, under the interpreter run.py was started with, in a
+    session of its own (so a time limit can stop it and the servers it started)."""
+    output = work / "external" / f"{script.stem.split('_')[0]}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.unlink(missing_ok=True)
+    command = [host_python(), str(script), *arguments, "--json", str(output)]
+    env = {**os.environ, "PATH": f"{Path(uv()).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    say(f"running bench/{script.name} {' '.join(arguments)} ...")
+    log = (logs / f"{script.stem}.log").open("w")
+    return subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def stop_script(process: subprocess.Popen[str]) -> None:
+    """SIGTERM to the script's session (it stops its servers on the way out), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    for sent, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sent)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def finish_script(
+    script: Path, process: subprocess.Popen[str] | dict[str, str], work: Path, logs: Path, limit: float
+) -> Any:
+    """The script's numbers (its --json), or {"missing": why}."""
     if isinstance(process, dict):
         return process
     try:
         process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return {"missing": f"failed: bench/celery_throughput.py did not finish within {limit:.0f}s"}
-    output = work / "external" / "celery.json"
+        stop_script(process)
+        return {"missing": f"failed: bench/{script.name} did not finish within {limit:.0f}s"}
+    output = work / "external" / f"{script.stem.split('_')[0]}.json"
     if process.returncode == 0 and output.exists():
-        say("bench/celery_throughput.py done")
+        say(f"bench/{script.name} done")
         return json.loads(output.read_text())
-    why = last_line(logs / "celery_throughput.log")
-    return {"missing": f"failed: bench/celery_throughput.py exited {process.returncode}: {why}"}
+    why = last_line(logs / f"{script.stem}.log")
+    return {"missing": f"failed: bench/{script.name} exited {process.returncode}: {why}"}
 
 
 # -- in the report ----------------------------------------------------------------------------
@@ -136,8 +198,14 @@ def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
             throughput_cell(template) if template else not_measured(reason or ""),
             ratio(template["seconds"], stock["seconds"]) if (stock and template) else "—",
         )
-    celery = results.get("celery") or {}
     skipped = results.get("skipped", {}).get(str(NUMBER))
+    add_celery_row(table, results.get("celery") or {}, skipped, stock, stock_cell, n)
+    add_postgres_rows(table, results.get("postgres") or {}, skipped, stock, stock_cell, n)
+
+
+def add_celery_row(
+    table: Table, celery: dict[str, Any], skipped: str | None, stock: Any, stock_cell: str, n: int
+) -> None:
     if skipped or "missing" in celery or not celery:
         why = skipped or celery.get("missing") or "bench/celery_throughput.py did not run"
         table.add("3. Celery, one worker (bench/celery_throughput.py)", stock_cell, not_measured(why), "—")
@@ -152,6 +220,41 @@ def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
         f"{seconds(drain)} ({rate:.0f} tasks/s)" if rate else seconds(drain),
         ratio(drain, stock["seconds"]) if (stock and celery.get("tasks") == n) else "— (different sizes)",
     )
+
+
+POSTGRES_ROWS = {"1": "one replica", "2": "two replicas"}
+
+
+def add_postgres_rows(
+    table: Table, postgres: dict[str, Any], skipped: str | None, stock: Any, stock_cell: str, n: int
+) -> None:
+    """One row per replica count: the same batch as the template rows, the PostgreSQL store."""
+    for replicas, shape in POSTGRES_ROWS.items():
+        label = f"3. PostgreSQL store, {shape}"
+        if skipped or "missing" in postgres or not postgres:
+            why = skipped or postgres.get("missing") or "bench/postgres_throughput.py did not run"
+            table.add(f"{label} (bench/postgres_throughput.py)", stock_cell, not_measured(why), "—")
+            continue
+        runs = postgres.get("replicas", {}).get(replicas, {}).get("runs", [])
+        numbers = {
+            "seconds": median([r.get("seconds") for r in runs]),
+            "rate": median([r.get("tasks_per_second") for r in runs]),
+            "rejected": max([r.get("rejected", 0) for r in runs], default=0),
+            "failed": max([r.get("tasks_failed") or 0 for r in runs], default=0),
+        }
+        where = (
+            "one uvicorn process" if replicas == "1" else "two uvicorn processes on one database, requests alternating"
+        )
+        table.add(
+            f"{label}, {postgres.get('tasks', '?'):,} tasks (bench/postgres_throughput.py: {where}; Python runner)",
+            stock_cell,
+            throughput_cell(numbers),
+            "—"
+            if not stock
+            else ratio(numbers["seconds"], stock["seconds"])
+            if postgres.get("tasks") == n
+            else "— (different sizes)",
+        )
 
 
 def headline(results: dict[str, Any], sizes: Any) -> list[str]:

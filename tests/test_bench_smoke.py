@@ -30,6 +30,8 @@ ROWS = [
     "2. time from first upload until all",
     "3. **",
     "3. Celery, one worker",
+    "3. PostgreSQL store, one replica",
+    "3. PostgreSQL store, two replicas",
     "4. Lambda cold start",
     "4. Lambda response time with a 1 s background task",
     "5. `copier copy`",
@@ -51,16 +53,21 @@ def absent_parts() -> dict[str, bool]:
     docker_engine = shutil.which("docker") is not None and (
         subprocess.run(["docker", "version"], capture_output=True).returncode == 0
     )
+    sys.path.insert(0, str(bench))
+    import postgres_throughput
+
     parts = {
         "rust": shutil.which("cargo") is None,
         "celery": shutil.which("redis-server") is None,
+        # initdb and pg_ctl (Debian's postgresql package; .ci/install-postgres.sh), and when run
+        # as root the `postgres` user to run the server as.
+        "postgres": postgres_throughput.missing_postgres() is not None,
         "lambda": not has_aws_tools,
         "docker": not docker_engine,
     }
     # A smoke run builds no image: it reads the sizes of those already built (by the Docker tests
     # or an earlier bench/deployment.py run). Which ones exist is looked up before the run.
     if not parts["docker"]:
-        sys.path.insert(0, str(bench))
         import image_sizes
 
         # If the images cannot even be looked up, the run reports their rows as failed.
@@ -77,6 +84,8 @@ def excused(metric: str, absent: dict[str, bool]) -> bool:
         return True
     if metric.startswith("3. Celery"):
         return absent["celery"]
+    if metric.startswith("3. PostgreSQL store"):
+        return absent["postgres"]
     if metric.startswith("4. "):
         return absent["lambda"]
     if metric.startswith("6. container: `docker run`"):
