@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from load_client import closed_loop, probe_while, summary
-from report_cells import RUNNERS, Table, good_runs, median, ms, not_measured
+from report_cells import RUNNERS, TIMES, Table, good_runs, median, ms, not_measured
 from report_cells import unavailable_reason as why_not
 from run_results import Results
 from server_rounds import settle
@@ -107,15 +107,24 @@ def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
                 return not_measured(reason or "")
             return f"{ms(t[name + '_p50'])} / {ms(t[name + '_p99'])} ms"
 
+        cost = "—" if t is None or t["key_cost_p50"] is None else f"{t['key_cost_p50']:+.3f} ms"
+        rate = "" if t is None or t["calls_per_second"] is None else f" ({t['calls_per_second']:,.0f} calls/s reached)"
+        p99_ratio = "—"
+        if t is not None and t["progress_p99_ratio"] is not None:
+            p99_ratio = f"{t['progress_p99_ratio']:.2f}{TIMES} p99 (target < 1.10{TIMES})"
+        calls = f"{PROGRESS_CALLS_PER_SECOND:,} times a second"
         table.add(f"7. scheduling without a key: p50 / p99 ({runner})", stock, pair("plain"), "—")
         table.add(f"7. scheduling with a fresh Idempotency-Key: p50 / p99 ({runner})", stock, pair("idempotent"), "—")
-        cost = "—" if t is None or t["key_cost_p50"] is None else f"{t['key_cost_p50']:+.3f} ms"
         table.add(f"7. **cost of an Idempotency-Key at p50** (target < +0.2 ms) ({runner})", stock, cost, "—")
-        table.add(f"7. GET /health p50 / p99 while a task paces without reporting ({runner})", stock, pair("health_silent"), "—")
         table.add(
-            f"7. GET /health p50 / p99 while a task reports progress {PROGRESS_CALLS_PER_SECOND:,} times a second ({runner})",
+            f"7. GET /health p50 / p99 while a task paces without reporting ({runner})",
             stock,
-            pair("health_reporting")
-            + ("" if t is None or t["calls_per_second"] is None else f" ({t['calls_per_second']:,.0f} calls/s reached)"),
-            "—" if t is None or t["progress_p99_ratio"] is None else f"{t['progress_p99_ratio']:.2f}× p99 (target < 1.10×)",
+            pair("health_silent"),
+            "—",
+        )
+        table.add(
+            f"7. GET /health p50 / p99 while a task reports progress {calls} ({runner})",
+            stock,
+            pair("health_reporting") + rate,
+            p99_ratio,
         )
