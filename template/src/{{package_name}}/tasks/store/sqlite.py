@@ -145,6 +145,27 @@ def prepare_database_file(path: Path) -> None:
         )
 
 
+_BUSY_TIMEOUT = 10.0
+
+
+def _use_write_ahead_log(connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode (it stays so), waiting while another connection holds a lock.
+
+    SQLite answers a journal-mode change with "database is locked" at once, without the busy
+    timeout, while another connection reads or writes: two processes opening a new (or
+    pre-WAL) database together would otherwise see one of them fail to start.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteTaskStore:
     def __init__(self, path: Path, *, retention: timedelta | None = None) -> None:
         self.path = path
@@ -185,9 +206,9 @@ class SqliteTaskStore:
         connection = self._connections.get(thread)
         if connection is None:
             connection = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_write_ahead_log(connection)
             # NORMAL in WAL mode: a commit survives a process crash; only a power loss can
             # drop the last transactions.
             connection.execute("PRAGMA synchronous=NORMAL")
