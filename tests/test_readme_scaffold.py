@@ -54,9 +54,7 @@ def test_the_scaffold_line_works_from_a_clone(tmp_path: Path) -> None:
         "UV_PYTHON_DOWNLOADS": "never",
         "CARGO_TARGET_DIR": str(CARGO_TARGET / "readme-scaffold"),
         # uv and uvx from the test environment, and the default Python, as a user's PATH has them.
-        "PATH": os.pathsep.join(
-            [str(Path(tool("uv")).parent), str(Path(default_python()).parent), os.environ["PATH"]]
-        ),
+        "PATH": os.pathsep.join([str(Path(tool("uv")).parent), str(Path(default_python()).parent), os.environ["PATH"]]),
     }
     log_path = tmp_path / "scaffold.log"
     with log_path.open("w") as log:

@@ -80,24 +80,50 @@ VERSION_BEARING = {
 }
 
 
-def representative_ids() -> set[str]:
+def representative_key(variant: Variant) -> tuple[str, str, str]:
+    a = variant.answers
+    return (a["task_runner"], a["task_queue"], a.get("task_store", "sqlite"))
+
+
+def representatives() -> dict[tuple[str, str, str], Variant]:
     """One local variant per (task_runner, task_queue, task_store): these also run the
-    real-server tests.
+    real-server tests and the contract suite.
 
     The slow tests start real uvicorn processes and exercise the runner and the store, which
     deploy_target and include_examples do not change; running them once per runner, queue and
-    store keeps the matrix affordable without leaving a runner or a store untested.
+    store keeps the matrix affordable without leaving a runner or a store untested. The one
+    chosen deploys to both targets with the examples where it can, so it has every backend and
+    every task of the variants it stands for.
     """
     chosen: dict[tuple[str, str, str], Variant] = {}
     for variant in LOCAL_VARIANTS:
-        a = variant.answers
-        key = (a["task_runner"], a["task_queue"], a.get("task_store", "sqlite"))
+        key = representative_key(variant)
         if key not in chosen or (variant.answers["include_examples"] and variant.answers["deploy_target"] == "both"):
             chosen[key] = variant
+    return chosen
+
+
+REPRESENTATIVES = {variant.id for variant in representatives().values()}
+
+
+def crate_checker_ids() -> set[str]:
+    """One local variant per distinct Rust crate: these run cargo test, fmt and clippy.
+
+    The crate (rust/) renders the same for every deploy target, queue and store; only
+    include_examples changes it (the analysis module). A representative is chosen where there is
+    one, as it builds the crate anyway.
+    """
+    chosen: dict[bool, Variant] = {}
+    for variant in LOCAL_VARIANTS:
+        if variant.answers["task_runner"] != "rust":
+            continue
+        examples = bool(variant.answers["include_examples"])
+        if examples not in chosen or variant.id in REPRESENTATIVES:
+            chosen[examples] = variant
     return {variant.id for variant in chosen.values()}
 
 
-REPRESENTATIVES = representative_ids()
+CRATE_CHECKERS = crate_checker_ids()
 
 
 def test_the_matrix_covers_every_choice() -> None:
@@ -107,6 +133,14 @@ def test_the_matrix_covers_every_choice() -> None:
     stores = {v.answers.get("task_store", "sqlite") for v in VARIANTS}
     assert stores == {"sqlite", "postgres"}, stores
     assert any(v.answers.get("task_store") == "postgres" for v in VARIANTS if v.id in REPRESENTATIVES)
+
+
+def test_each_representative_has_every_backend_and_task_of_the_variants_it_stands_for() -> None:
+    chosen = representatives()
+    for variant in LOCAL_VARIANTS:
+        representative = chosen[representative_key(variant)].answers
+        assert representative["deploy_target"] in ("both", variant.answers["deploy_target"]), variant.id
+        assert representative["include_examples"] or not variant.answers["include_examples"], variant.id
 
 
 def test_the_rotation_gives_every_question_each_of_its_values_on_every_version() -> None:
@@ -165,10 +199,14 @@ def test_project_suite_passes(rendered: RenderCache, variant: Variant, tmp_path:
     typed = run([tool("uv"), "run", "--no-sync", "mypy"], cwd=project, env=project_env(LOCAL_PYTHON))
     assert typed.returncode == 0, typed.stdout[-4000:]
 
-    selection = [] if variant.id in REPRESENTATIVES else ["-m", "not slow"]
+    # The others leave out the slow tests (real servers) and the contract suite: a representative
+    # of their runner, queue and store runs both, on every backend their shape has (it deploys
+    # to both targets), from the same rendered test and runner code.
+    selection = [] if variant.id in REPRESENTATIVES else ["-m", "not slow", "--ignore=tests/platform/contract"]
     print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', *selection)}")
 
-    if (project / "rust" / "Cargo.toml").exists():
+    if variant.id in CRATE_CHECKERS:
+        assert (project / "rust" / "Cargo.toml").exists()
         manifest = ["--manifest-path", "rust/Cargo.toml"]
         for cargo_command in (
             ["test", "--quiet", *manifest],
