@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from server_environment import clean_environment
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "example_service"
 SERVER_USER = "postgres"  # PostgreSQL refuses to run as root; Debian's package makes this user
@@ -327,17 +329,6 @@ async def one_batch(base_urls: list[str], url: str, options: argparse.Namespace)
         "tasks_per_second": accepted / seconds,
         "tasks_failed": done[1],
     }
-
-
-def clean_environment() -> dict[str, str]:
-    """As bench/systems.py's: ours, minus what would change the app's settings."""
-    drop = (
-        "TASK_", "LOG_LEVEL", "UPLOAD_DIR", "OUTBOX_DIR", "ACTIVITY_LOG_PATH", "MAX_UPLOAD_BYTES",
-        "AUTH_", "API_KEYS", "JWT_",
-    )  # fmt: skip
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    environment.pop("VIRTUAL_ENV", None)
-    return environment
 
 
 def median(values: list[float]) -> float:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import repository  # noqa: F401  (puts tests/ on sys.path)
 from processes import error_line, tail
+from server_environment import clean_environment
 
 from tests.rendering import free_port
 from tests.rendering import run as run_command
@@ -162,18 +163,6 @@ class System:
         if folder.exists():
             for path in folder.iterdir():
                 path.unlink(missing_ok=True)
-
-
-def clean_environment() -> dict[str, str]:
-    """The environment servers start with: ours, minus what would change the apps' settings."""
-    # Callers too: the rendered servers run with the default AUTH_MODE (none), as `uv run` does.
-    drop = (
-        "TASK_", "LOG_LEVEL", "UPLOAD_DIR", "OUTBOX_DIR", "ACTIVITY_LOG_PATH", "MAX_UPLOAD_BYTES",
-        "AUTH_", "API_KEYS", "JWT_",
-    )  # fmt: skip
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    environment.pop("VIRTUAL_ENV", None)
-    return environment
 
 
 def run(command: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 1800) -> str:
