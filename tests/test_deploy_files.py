@@ -16,6 +16,9 @@ from .conftest import RenderCache
 from .rendering import LOCAL_PYTHON, all_variants, run
 
 VARIANTS = all_variants()
+# Every test here reads the whole matrix: on one xdist worker, its renders are made once (the
+# worker's RenderCache) rather than once on each worker.
+pytestmark = pytest.mark.xdist_group("deploy-files")
 DEPLOY_FILES = ("Dockerfile", "Dockerfile.lambda", "template.yaml")
 
 
