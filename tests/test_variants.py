@@ -122,12 +122,16 @@ def representatives() -> dict[tuple[str, str, str], Variant]:
 
 
 REPRESENTATIVES = {variant.id for variant in representatives().values()}
-# The representatives that also run the slow tests (real uvicorn processes, browsers, replicas
-# killed): all but the Rust runner's on a store other than SQLite. Those tests exercise the
-# store through the service's HTTP API, whichever runner is behind it; the Rust runner's run on
-# SQLite, the PostgreSQL store's with the Python runner, and the Rust runner on PostgreSQL still
-# runs the contract suite.
-SLOW_SUITES = {variant.id for key, variant in representatives().items() if key[2] == "sqlite" or key[0] == "python"}
+# The representatives that also run the slow tests (real uvicorn processes, a browser, replicas
+# killed): one per runner on SQLite and the PostgreSQL store's with the Python runner. Those tests
+# start servers on the in-process runner (TASK_BACKEND=local, whatever the shape's default), so a
+# Celery shape would only run them again; Celery's real worker tests are fast-tier (`celery`),
+# and the Rust runner on PostgreSQL still runs the contract suite.
+SLOW_SUITES = {
+    variant.id
+    for (runner, queue, store), variant in representatives().items()
+    if queue == "none" and (store == "sqlite" or runner == "python")
+}
 
 
 def crate_checker_ids() -> set[str]:
@@ -229,7 +233,8 @@ def test_project_suite_passes(rendered: RenderCache, variant: Variant, tmp_path:
     if variant.id in SLOW_SUITES:
         selection = []
     elif variant.id in REPRESENTATIVES:
-        selection = ["-m", "not slow"]
+        # A Celery shape's slow tests that start its worker are marked `celery` as well.
+        selection = ["-m", "not slow or celery"]
     else:
         selection = ["-m", "not slow", "--ignore=tests/platform/contract"]
     print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', *selection)}")
