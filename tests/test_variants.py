@@ -121,7 +121,8 @@ def representatives() -> dict[tuple[str, str, str], Variant]:
     return chosen
 
 
-REPRESENTATIVES = {variant.id for variant in representatives().values()}
+REPRESENTATIVE_OF = representatives()
+REPRESENTATIVES = {variant.id for variant in REPRESENTATIVE_OF.values()}
 # The representatives that also run the slow tests (real uvicorn processes, a browser, replicas
 # killed): one per runner on SQLite and the PostgreSQL store's with the Python runner. Those tests
 # start servers on the in-process runner (TASK_BACKEND=local, whatever the shape's default), so a
@@ -129,7 +130,7 @@ REPRESENTATIVES = {variant.id for variant in representatives().values()}
 # and the Rust runner on PostgreSQL still runs the contract suite.
 SLOW_SUITES = {
     variant.id
-    for (runner, queue, store), variant in representatives().items()
+    for (runner, queue, store), variant in REPRESENTATIVE_OF.items()
     if queue == "none" and (store == "sqlite" or runner == "python")
 }
 
@@ -164,9 +165,8 @@ def test_the_matrix_covers_every_choice() -> None:
 
 
 def test_each_representative_has_every_backend_and_task_of_the_variants_it_stands_for() -> None:
-    chosen = representatives()
     for variant in LOCAL_VARIANTS:
-        representative = chosen[representative_key(variant)].answers
+        representative = REPRESENTATIVE_OF[representative_key(variant)].answers
         assert representative["deploy_target"] in ("both", variant.answers["deploy_target"]), variant.id
         assert representative["include_examples"] or not variant.answers["include_examples"], variant.id
 
