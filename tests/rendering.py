@@ -308,6 +308,14 @@ def sync_project(project: Path, python: str = LOCAL_PYTHON) -> None:
     assert synced.returncode == 0, synced.stdout + synced.stderr
 
 
+# The fast tests without the contract suite. The contract suite runs every backend through every
+# point of the task contract and waits out heartbeats, outages and retries (minutes per shape):
+# the representatives of each runner, queue and store run it (tests/test_variants.py), and the
+# other runs of the same code (the other shapes, other Python versions, presets, updates) check
+# what their shape or version changes: rendering, typing, wiring and the fast tests.
+FAST_TESTS = ("-m", "not slow", "--ignore=tests/platform/contract")
+
+
 def project_pytest(project: Path, basetemp: Path, *args: str, python: str = LOCAL_PYTHON) -> str:
     """Run the rendered project's own pytest; fail unless it passed and ran at least one test.
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from .rendering import (
+    FAST_TESTS,
     LOCAL_PYTHON,
     REPO_ROOT,
     project_pytest,
@@ -47,4 +48,4 @@ def test_preset_renders_and_passes_its_checks(preset: Path, tmp_path: Path) -> N
         project = tmp_path / f"{preset.stem}-local-python"
         render_preset(preset, project, python_version=LOCAL_PYTHON)
     sync_project(project)
-    project_pytest(project, tmp_path / "bt", "-m", "not slow")
+    project_pytest(project, tmp_path / "bt", *FAST_TESTS)

@@ -8,7 +8,17 @@ from typing import NamedTuple
 
 import pytest
 
-from .rendering import IDENTITY, REPO_ROOT, copier, project_pytest, render_variant, run, sync_project, walk_files
+from .rendering import (
+    FAST_TESTS,
+    IDENTITY,
+    REPO_ROOT,
+    copier,
+    project_pytest,
+    render_variant,
+    run,
+    sync_project,
+    walk_files,
+)
 
 # The tagged versions an update starts from, by their commits (named here so the test works in a
 # clone that did not fetch tags): v0.1.0, the first; v0.2.0, the last before the shared attempt
@@ -153,4 +163,4 @@ def test_an_updated_project_equals_a_fresh_copy_plus_the_local_edits(
 def test_the_updated_project_passes_its_tests(updated: Updated, tmp_path: Path) -> None:
     project = updated.project
     sync_project(project)
-    project_pytest(project, tmp_path / "bt", "-m", "not slow")
+    project_pytest(project, tmp_path / "bt", *FAST_TESTS)
