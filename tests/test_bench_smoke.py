@@ -15,7 +15,7 @@ import pytest
 
 from .rendering import REPO_ROOT
 
-pytestmark = pytest.mark.xdist_group("bench-smoke")
+pytestmark = [pytest.mark.xdist_group("bench-smoke"), pytest.mark.heavy(100)]
 
 # Every metric row the report must carry (a label prefix each), whatever the machine has.
 ROWS = [

@@ -86,6 +86,7 @@ pytestmark = [
     pytest.mark.docker,
     # One stack for the module: its tests must not be spread over xdist workers.
     pytest.mark.xdist_group("compose"),
+    pytest.mark.heavy(290),
     pytest.mark.skipif(SKIP_REASON is not None, reason=f"compose tests skipped: {SKIP_REASON}"),
 ]
 

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from .conftest import RenderCache
-from .rendering import LOCAL_PYTHON, all_variants, run
+from .rendering import LOCAL_PYTHON, REPO_ROOT, all_variants, run
 
 VARIANTS = all_variants()
 # Every test here reads the whole matrix: on one xdist worker, its renders are made once (the
 # worker's RenderCache) rather than once on each worker.
-pytestmark = pytest.mark.xdist_group("deploy-files")
+pytestmark = [pytest.mark.xdist_group("deploy-files"), pytest.mark.heavy(150)]
 DEPLOY_FILES = ("Dockerfile", "Dockerfile.lambda", "template.yaml")
 
 
@@ -51,9 +51,10 @@ def test_every_dockerfile_passes_hadolint(rendered: RenderCache, name: str) -> N
 def test_every_sam_template_passes_cfn_lint(rendered: RenderCache) -> None:
     files = distinct_files(rendered, "template.yaml")
     assert files
-    for path in files.values():
-        result = run([linter("cfn-lint"), str(path)], cwd=path.parent)
-        assert result.returncode == 0, f"{path}:\n{result.stdout}{result.stderr}"
+    # One run for all of them: loading cfn-lint's schemas takes seconds, linting one file does
+    # not. Each problem it reports starts with the path of its file.
+    result = run([linter("cfn-lint"), *map(str, files.values())], cwd=REPO_ROOT)
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}"
 
 
 def test_which_variants_render_which_deployment_files(rendered: RenderCache) -> None:

@@ -44,6 +44,7 @@ from .rendering import FULL_MATRIX, Variant
 ENGINE_PROBLEM = docker_engine_problem()
 pytestmark = [
     pytest.mark.docker,
+    pytest.mark.heavy(120),
     pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=f"Docker tests skipped: {ENGINE_PROBLEM}"),
 ]
 

@@ -44,6 +44,7 @@ from .rendering import REPO_ROOT, Variant, free_port
 ENGINE_PROBLEM = docker_engine_problem()
 pytestmark = [
     pytest.mark.docker,
+    pytest.mark.heavy(60),
     pytest.mark.lambda_runtime,
     pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=f"Docker tests skipped: {ENGINE_PROBLEM}"),
 ]

@@ -32,6 +32,7 @@ def test_there_are_presets() -> None:
     assert len(PRESETS) >= 3
 
 
+@pytest.mark.heavy(80)
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_renders_and_passes_its_checks(preset: Path, tmp_path: Path) -> None:
     answers = yaml.safe_load(preset.read_text())

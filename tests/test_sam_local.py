@@ -60,6 +60,7 @@ pytestmark = [
     pytest.mark.skipif(ENGINE_PROBLEM is not None, reason=f"Docker tests skipped: {ENGINE_PROBLEM}"),
     # One worker builds the project once for both tests.
     pytest.mark.xdist_group("sam-local"),
+    pytest.mark.heavy(150),
 ]
 
 SAM_CLI_VERSION = "1.170.0"

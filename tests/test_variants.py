@@ -42,26 +42,25 @@ from .rendering import (
 
 
 def grouped(variants: list[Variant]) -> list[object]:
-    """Parametrise by variant, keeping each variant's tests on one xdist worker (one render each).
-
-    The longest groups first: xdist hands groups out in the order they are collected, so the
-    full suites start early and the quick ones fill the gaps at the end, rather than two long
-    suites running last with the other worker idle.
-    """
-    ordered = sorted(variants, key=group_cost_rank)
-    return [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in ordered]
+    """Parametrise by variant, keeping each variant's tests on one xdist worker (one render each),
+    marked with the seconds its group takes (tests/conftest.py starts the longest first)."""
+    return [
+        pytest.param(v, id=v.id, marks=[pytest.mark.xdist_group(v.id), pytest.mark.heavy(group_seconds(v))])
+        for v in variants
+    ]
 
 
-def group_cost_rank(variant: Variant) -> int:
-    """0: the full suite; 1: the fast suite with the contract suite, here or on another Python;
-    2: the fast suite without it; 3: lints only."""
+def group_seconds(variant: Variant) -> int:
+    """About how long a variant's tests take on a fresh 2-core machine (2026-12 CI runs): the
+    full suite, a representative's contract suite, the fast suite here or on another Python,
+    or lints only."""
     if variant.id in SLOW_SUITES:
-        return 0
+        return 300
     if variant.id in REPRESENTATIVES:
-        return 1
+        return 200
     if variant.answers["python_version"] == LOCAL_PYTHON:
-        return 2
-    return 1 if variant in ROTATION.get(str(variant.answers["python_version"]), []) else 3
+        return 60
+    return 80 if variant in ROTATION.get(str(variant.answers["python_version"]), []) else 0
 
 
 VARIANTS = all_variants()
@@ -221,27 +220,41 @@ def test_other_python_versions_change_only_version_bearing_files(rendered: Rende
     assert differing <= VERSION_BEARING | {str(p) for p in mine if ".github" in str(p)}, differing
 
 
+def suite_selection(variant: Variant) -> list[str]:
+    """The pytest arguments that pick what `variant`'s own suite runs here.
+
+    Most shapes leave out the slow tests (real servers) and the contract suite: a representative
+    of their runner, queue and store runs both, on every backend their shape has (it deploys to
+    both targets), from the same rendered test and runner code. A representative with Celery or
+    PostgreSQL runs the contract suite only on what its shape adds (the `celery` backend, the
+    `postgres` store, by their marks): its in-process and SQS runs on SQLite and DynamoDB are the
+    queue-less SQLite representative's of the same runner, to the line.
+    """
+    if variant.id not in REPRESENTATIVES:
+        return list(FAST_TESTS)
+    answers = variant.answers
+    added = ["celery"] * (answers["task_queue"] == "celery") + ["postgres"] * (answers.get("task_store") == "postgres")
+    if variant.id in SLOW_SUITES:
+        marks = []
+    elif "celery" in added:
+        # A Celery shape's slow tests that start its worker are marked `celery` as well (the
+        # marker exists only in Celery shapes: pytest refuses an unknown one in -m).
+        marks = ["-m", "not slow or celery"]
+    else:
+        marks = ["-m", "not slow"]
+    # -k matches marker names as well as the names of a test and its folders (`contract`).
+    keywords = ["-k", f"not contract or {' or '.join(added)}"] if added else []
+    return marks + keywords
+
+
 @pytest.mark.parametrize("variant", grouped(LOCAL_VARIANTS))
 def test_project_suite_passes(rendered: RenderCache, variant: Variant, tmp_path: Path) -> None:
-    project = rendered.get(variant)
+    project = rendered.working_copy(variant, tmp_path)
     sync_project(project)
     typed = run([tool("uv"), "run", "--no-sync", "mypy"], cwd=project, env=project_env(LOCAL_PYTHON))
     assert typed.returncode == 0, typed.stdout[-4000:]
 
-    # The others leave out the slow tests (real servers) and the contract suite: a representative
-    # of their runner, queue and store runs both, on every backend their shape has (it deploys
-    # to both targets), from the same rendered test and runner code.
-    if variant.id in SLOW_SUITES:
-        selection = []
-    elif variant.id in REPRESENTATIVES and variant.answers["task_queue"] == "celery":
-        # A Celery shape's slow tests that start its worker are marked `celery` as well (the
-        # marker exists only in Celery shapes: pytest refuses an unknown one in -m).
-        selection = ["-m", "not slow or celery"]
-    elif variant.id in REPRESENTATIVES:
-        selection = ["-m", "not slow"]
-    else:
-        selection = list(FAST_TESTS)
-    print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', *selection)}")
+    print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', *suite_selection(variant))}")
 
     if variant.id in CRATE_CHECKERS:
         assert (project / "rust" / "Cargo.toml").exists()
@@ -293,10 +306,10 @@ def test_project_suite_passes_on_its_own_python(rendered: RenderCache, variant: 
             )
         if ENGINE_PROBLEM is not None:
             not_here(f"Python {version} is not installed here and its image cannot run: {ENGINE_PROBLEM}")
-        project = rendered.get(variant)
+        project = rendered.working_copy(variant, tmp_path)
         print(f"{variant.id}: {image_suite(project, version)}")
         return
-    project = rendered.get(variant)
+    project = rendered.working_copy(variant, tmp_path)
     sync_project(project, python)
     typed = run([tool("uv"), "run", "--no-sync", "mypy"], cwd=project, env=project_env(python))
     assert typed.returncode == 0, typed.stdout[-4000:]
