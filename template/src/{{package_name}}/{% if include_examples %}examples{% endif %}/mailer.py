@@ -14,6 +14,7 @@ import os
 import re
 import uuid
 from email.message import EmailMessage
+from email.policy import SMTPUTF8
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +40,12 @@ class OutboxEmailSender:
         # One file per key: sending again replaces it with the same message, never adds one.
         name = key if key is not None and _SAFE_KEY.fullmatch(key) else uuid.uuid4().hex
         path = self.directory / f"{name}.eml"
-        await asyncio.to_thread(self._write, path, bytes(message))
+        # Headers as UTF-8 (RFC 6532, as an SMTPUTF8 server takes them). The default policy
+        # writes RFC 2047 encoded words, and folds an address whose two parts are both non-ASCII
+        # into a line without leading whitespace: a malformed header on 3.11-3.13, and an error
+        # on 3.14, which checks what it writes.
+        content = message.as_bytes(policy=SMTPUTF8)
+        await asyncio.to_thread(self._write, path, content)
         logger.info("e-mail written to outbox", extra={"to": message["To"], "path": str(path)})
 
     def _write(self, path: Path, content: bytes) -> None:
