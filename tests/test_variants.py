@@ -234,8 +234,7 @@ def suite_selection(variant: Variant) -> list[str]:
     """
     if variant.id not in REPRESENTATIVES:
         return list(FAST_TESTS)
-    answers = variant.answers
-    added = ["celery"] * (answers["task_queue"] == "celery") + ["postgres"] * (answers.get("task_store") == "postgres")
+    added = added_backends(variant)
     if variant.id in SLOW_SUITES:
         marks = []
     elif "celery" in added:
@@ -249,6 +248,23 @@ def suite_selection(variant: Variant) -> list[str]:
     return marks + keywords
 
 
+def added_backends(variant: Variant) -> list[str]:
+    """The contract runs a shape adds to its runner's queue-less SQLite ones, by their marks."""
+    answers = variant.answers
+    return ["celery"] * (answers["task_queue"] == "celery") + ["postgres"] * (answers.get("task_store") == "postgres")
+
+
+def collected_contract_ids(project: Path, selection: list[str]) -> list[str]:
+    """The contract suite's test ids that `selection` picks in `project`."""
+    listing = run(
+        [tool("uv"), "run", "--no-sync", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *selection],
+        cwd=project,
+        env=project_env(LOCAL_PYTHON),
+    )
+    assert listing.returncode == 0, listing.stdout[-3000:] + listing.stderr[-3000:]
+    return [line for line in listing.stdout.splitlines() if line.startswith("tests/platform/contract/")]
+
+
 @pytest.mark.parametrize("variant", grouped(LOCAL_VARIANTS))
 def test_project_suite_passes(rendered: RenderCache, variant: Variant, tmp_path: Path) -> None:
     project = rendered.working_copy(variant, tmp_path)
@@ -256,7 +272,15 @@ def test_project_suite_passes(rendered: RenderCache, variant: Variant, tmp_path:
     typed = run([tool("uv"), "run", "--no-sync", "mypy"], cwd=project, env=project_env(LOCAL_PYTHON))
     assert typed.returncode == 0, typed.stdout[-4000:]
 
-    print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', *suite_selection(variant))}")
+    selection = suite_selection(variant)
+    if variant.id in REPRESENTATIVES:
+        # The selection leans on the contract folder's name and the backends' marks: a rename
+        # must not leave a representative running none of its contract suite, or the wrong runs.
+        contract = collected_contract_ids(project, selection)
+        assert contract, f"{variant.id} selects none of the contract suite"
+        if added := added_backends(variant):
+            assert all(any(part in test_id.split("[", 1)[1] for part in added) for test_id in contract), contract
+    print(f"{variant.id}: {project_pytest(project, tmp_path / 'pytest', *selection)}")
 
     if variant.id in CRATE_CHECKERS:
         assert (project / "rust" / "Cargo.toml").exists()
