@@ -2,7 +2,7 @@
 
 - Idempotent scheduling: the no-op scheduling endpoint with a fresh `Idempotency-Key` on every
   request (so each one claims a key) against the same endpoint without one, sequential requests
-  on one connection; the difference is what a key costs.
+  on one connection, the two kinds in alternating blocks; the difference is what a key costs.
 - Progress: `GET /health` probed while one task calls `report_progress` 10,000 times a second,
   against the same probe while the same task paces itself without reporting: the ratio of the
   two p99s is what progress reporting costs the API.
@@ -27,32 +27,48 @@ TITLE = "idempotency keys and progress reporting"
 KEY = "m7"
 PROGRESS_CALLS_PER_SECOND = 10_000
 _keys = itertools.count()
+# Requests of one kind in a row in the scheduling comparison.
+BLOCK = 50
 
 
 async def measure(system: System, run: int, sizes: Any, results: Results) -> None:
     if system.kind == "stock":
         return  # nothing to compare: stock BackgroundTasks has neither feature
-    per_run: dict[str, Any] = {}
-    endpoints = ["plain", "idempotent"] if run % 2 == 0 else ["idempotent", "plain"]
-    for name in endpoints:
-        path = system.endpoints.noop if name == "plain" else "/bench/idempotent-noop-task"
-
-        async def post(http: httpx.AsyncClient, _: int, path: str = path, name: str = name) -> httpx.Response:
-            headers = {"Idempotency-Key": f"bench-{run}-{next(_keys)}"} if name == "idempotent" else {}
-            return await http.post(path, headers=headers)
-
-        await closed_loop(system.base_url, post, count=sizes.warmup, concurrency=1, deadline=sizes.timeout)
-        await settle(system)
-        batch = await closed_loop(system.base_url, post, count=sizes.requests, concurrency=1, deadline=sizes.timeout)
-        if batch.accepted < sizes.requests:
-            raise ValueError(f"{name} scheduling: {batch.statuses}, {batch.errors} errors")
-        per_run[name] = summary(batch.latencies)
-        await settle(system)
+    per_run: dict[str, Any] = await compare_scheduling(system, run, sizes)
     modes = ["silent", "reporting"] if run % 2 == 0 else ["reporting", "silent"]
     for mode in modes:
         per_run[f"health_{mode}"] = await health_while_task_runs(system, sizes, report=mode == "reporting")
         await settle(system)
     results.data[KEY].setdefault(system.key, []).append(per_run)
+
+
+async def compare_scheduling(system: System, run: int, sizes: Any) -> dict[str, Any]:
+    """`sizes.requests` sequential requests of each kind on one connection, in alternating blocks
+    of BLOCK (the first kind alternating by run), so that a slow spell of the machine falls on
+    both kinds alike rather than on whichever ran second."""
+    kinds = ("plain", "idempotent") if run % 2 == 0 else ("idempotent", "plain")
+    paths = {"plain": system.endpoints.noop, "idempotent": "/bench/idempotent-noop-task"}
+
+    def kind_of(index: int) -> str:
+        return kinds[(index // BLOCK) % 2]
+
+    async def post(http: httpx.AsyncClient, index: int) -> httpx.Response:
+        kind = kind_of(index)
+        headers = {"Idempotency-Key": f"bench-{run}-{next(_keys)}"} if kind == "idempotent" else {}
+        return await http.post(paths[kind], headers=headers)
+
+    await closed_loop(system.base_url, post, count=2 * sizes.warmup, concurrency=1, deadline=sizes.timeout)
+    await settle(system)
+    total = 2 * sizes.requests
+    batch = await closed_loop(system.base_url, post, count=total, concurrency=1, deadline=sizes.timeout)
+    if batch.accepted < total or len(batch.latencies) != total:
+        raise ValueError(f"scheduling: {batch.statuses}, {batch.errors} errors")
+    await settle(system)
+    # One connection, one request at a time: latencies are in the order of the requests.
+    return {
+        kind: summary([latency for index, latency in enumerate(batch.latencies) if kind_of(index) == kind])
+        for kind in kinds
+    }
 
 
 async def health_while_task_runs(system: System, sizes: Any, *, report: bool) -> dict[str, float]:

@@ -37,7 +37,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from {package}.app import create_app
-from {package}.tasks import Idempotent, TaskAccepted, Tasks, report_progress, task
+from {package}.tasks import TaskAccepted, Tasks, idempotent, report_progress, task
 
 
 @task(name="bench.noop", max_attempts=1)
@@ -68,7 +68,8 @@ def noop_task(tasks: Tasks) -> TaskAccepted:
     return tasks.add_task(noop)
 
 
-@router.post("/bench/idempotent-noop-task", status_code=202, dependencies=[Idempotent])
+@router.post("/bench/idempotent-noop-task", status_code=202)
+@idempotent
 def idempotent_noop_task(tasks: Tasks) -> TaskAccepted:
     return tasks.add_task(noop)
 

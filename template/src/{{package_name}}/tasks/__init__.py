@@ -1,13 +1,12 @@
 """Background tasks that are never silent: register with @task, schedule with `Tasks`."""
 
 from .control import TaskCancelledError, cancel_requested, raise_if_cancelled, report_progress
-from .idempotency import Idempotent
+from .idempotency import idempotent
 from .models import TaskRecord, TaskState
 from .registry import TaskCall, TaskSpec, registry, task
 from .scheduler import TaskAccepted, Tasks, TaskScheduler, TaskService
 
 __all__ = [
-    "Idempotent",
     "TaskAccepted",
     "TaskCall",
     "TaskCancelledError",
@@ -18,6 +17,7 @@ __all__ = [
     "TaskState",
     "Tasks",
     "cancel_requested",
+    "idempotent",
     "raise_if_cancelled",
     "registry",
     "report_progress",

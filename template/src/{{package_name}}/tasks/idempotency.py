@@ -1,11 +1,13 @@
 """`Idempotency-Key`: a client may send a scheduling request again without scheduling twice.
 
-    @router.post("/reports", status_code=202, dependencies=[Idempotent])
+    @router.post("/reports", status_code=202)
+    @idempotent
     def create_report(tasks: Tasks) -> TaskAccepted:
         return tasks.add_task(build_report, "2024-Q1")
 
 A request with the header claims the key for its caller (atomically, in the task store) with a
-task id chosen up front; the first `add_task` of that request uses that id. The same key again:
+task id chosen up front, before the endpoint runs; the first `add_task` of that request uses that
+id. The same key again:
 - same request (method, path, query and body) and the task stored: 200 with the first answer
   (same `task_id`, same `status_url`), the endpoint not run again;
 - another request: 422 (a key names one request);
@@ -13,15 +15,24 @@ task id chosen up front; the first `add_task` of that request uses that id. The 
 A request that fails, or schedules nothing, gives its key back. Keys are per caller: two callers
 using one key get a task each. A key whose task record is gone (TASK_RETENTION_SECONDS) is taken
 anew.
+
+A decorator rather than a dependency: the claim is a store write, and a dependency would make it
+on a thread of its own before FastAPI moves to the endpoint's thread. Wrapping the endpoint makes
+it on the endpoint's own thread, just before the body (BENCHMARKS.md, metric 7, says what each
+way costs).
 """
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
+import anyio
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +42,8 @@ from starlette.exceptions import HTTPException
 from .models import IdempotencyClaim, TaskRecord, new_task_id, utcnow
 from .scheduler import TaskAccepted, Tasks, TaskScheduler
 
+P = ParamSpec("P")
+R = TypeVar("R")
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -59,9 +72,16 @@ async def replay_response(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def idempotency_key(
+@dataclass(frozen=True)
+class RequestKey:
+    """A request's `Idempotency-Key` and the digest of the request it names."""
+
+    key: str
+    fingerprint: str
+
+
+async def request_key(
     request: Request,
-    tasks: Tasks,
     key: Annotated[
         str | None,
         Header(
@@ -76,41 +96,116 @@ async def idempotency_key(
             ),
         ),
     ] = None,
-) -> AsyncIterator[None]:
-    """The dependency behind `Idempotent`; nothing happens without the header."""
+) -> RequestKey | None:
+    """The key and the request's fingerprint, on the event loop (reading the body is async);
+    None without the header."""
     if key is None:
-        yield
-        return
-    claim = IdempotencyClaim(
-        caller=tasks.caller.id,
-        key=key,
-        fingerprint=await _fingerprint(request),
-        task_id=new_task_id(),
+        return None
+    return RequestKey(key, await _fingerprint(request))
+
+
+# The parameter `idempotent` adds to an endpoint's signature; FastAPI fills it.
+_PARAMETER = "idempotency_key_"
+_Keyed = Annotated[RequestKey | None, Depends(request_key)]
+
+
+def idempotent(endpoint: Callable[P, R]) -> Callable[P, R]:
+    """Make a scheduling endpoint honour `Idempotency-Key`: put `@idempotent` under the route's
+    decorator. The endpoint declares `Tasks` (it schedules); sync endpoints claim the key on
+    their own thread, async ones off the event loop."""
+    signature = inspect.signature(endpoint, eval_str=True)
+    if _PARAMETER in signature.parameters:
+        raise TypeError(f"{endpoint.__qualname__} has a parameter named {_PARAMETER!r} already")
+    tasks_parameter = _tasks_parameter(endpoint, signature)
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def keyed_async(*args: Any, **kwargs: Any) -> Any:
+            key: RequestKey | None = kwargs.pop(_PARAMETER)
+            if key is None:
+                return await endpoint(*args, **kwargs)
+            tasks: TaskScheduler = kwargs[tasks_parameter]
+            claim = await run_in_threadpool(_claim, tasks, key)
+            try:
+                result = await endpoint(*args, **kwargs)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(_give_back, tasks, claim, failed=True)
+                raise
+            await run_in_threadpool(_give_back, tasks, claim, failed=False)
+            return result
+
+        wrapper: Callable[..., Any] = keyed_async
+    else:
+
+        @functools.wraps(endpoint)
+        def keyed_sync(*args: Any, **kwargs: Any) -> Any:
+            key: RequestKey | None = kwargs.pop(_PARAMETER)
+            if key is None:
+                return endpoint(*args, **kwargs)
+            tasks: TaskScheduler = kwargs[tasks_parameter]
+            claim = _claim(tasks, key)
+            try:
+                result = endpoint(*args, **kwargs)
+            except BaseException:
+                _give_back(tasks, claim, failed=True)
+                raise
+            _give_back(tasks, claim, failed=False)
+            return result
+
+        wrapper = keyed_sync
+    wrapper.__signature__ = _with_keyed_parameter(signature)  # type: ignore[attr-defined]
+    return cast(Callable[P, R], wrapper)
+
+
+def _tasks_parameter(endpoint: Callable[..., Any], signature: inspect.Signature) -> str:
+    """The name of the endpoint's `Tasks` parameter: the claim is made for its caller, and its
+    first task takes the claimed id."""
+    for parameter in signature.parameters.values():
+        if parameter.annotation == Tasks:
+            return parameter.name
+    raise TypeError(
+        f"{endpoint.__qualname__} has no `Tasks` parameter: @idempotent makes an endpoint that "
+        "schedules tasks safe to retry, so it declares `tasks: Tasks`"
     )
-    # The store's calls block: off the event loop.
-    await run_in_threadpool(_claim, tasks, claim)
-    tasks.idempotency = claim
+
+
+def _with_keyed_parameter(signature: inspect.Signature) -> inspect.Signature:
+    parameters = list(signature.parameters.values())
+    keyed = inspect.Parameter(_PARAMETER, inspect.Parameter.KEYWORD_ONLY, annotation=_Keyed)
+    # Keyword-only parameters go before a **kwargs, if the endpoint has one.
+    at = next(
+        (i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD),
+        len(parameters),
+    )
+    return signature.replace(parameters=[*parameters[:at], keyed, *parameters[at:]])
+
+
+def _give_back(tasks: TaskScheduler, claim: IdempotencyClaim, *, failed: bool) -> None:
+    """Release the key when the request failed (what it stored is failed by the scheduler, so
+    a retry may schedule it) or stored nothing under it."""
+    if not failed and tasks.idempotency is not claim:
+        return  # its task is stored under it: the key answers repeats from now on
+    tasks.idempotency = None
     try:
-        yield
-    except BaseException:
-        # Its task will not run (the scheduler fails what it stored): a retry may schedule it.
-        await run_in_threadpool(_release, tasks, claim)
-        raise
-    if tasks.idempotency is claim:
-        # Nothing was stored under the claim (the endpoint scheduled nothing): give it back.
-        await run_in_threadpool(_release, tasks, claim)
+        tasks.service.store.release_idempotency_key(claim.caller, claim.key, claim.task_id)
+    except Exception:
+        # The key stays claimed without a task: 409 until IN_FLIGHT_LIMIT has passed.
+        logger.warning("could not release an idempotency key", exc_info=True)
 
 
-Idempotent = Depends(idempotency_key, scope="function")
-"""`dependencies=[Idempotent]` on an endpoint that schedules tasks honours `Idempotency-Key`."""
-
-
-def _claim(tasks: TaskScheduler, claim: IdempotencyClaim) -> None:
+def _claim(tasks: TaskScheduler, key: RequestKey) -> IdempotencyClaim:
+    """Claim the key for the request's caller (the claim the request's first task is stored
+    under), or answer for the request that holds it: 200 (IdempotentReplay), 422 or 409."""
+    claim = IdempotencyClaim(
+        caller=tasks.caller.id, key=key.key, fingerprint=key.fingerprint, task_id=new_task_id()
+    )
     service = tasks.service
     for _ in range(3):
         held = service.read(lambda store: store.claim_idempotency_key(claim))
         if held is None:
-            return
+            tasks.idempotency = claim
+            return claim
         record = _stored(tasks, held.task_id)
         in_flight = record is None and utcnow() - held.created_at < IN_FLIGHT_LIMIT
         if record is not None or in_flight:
@@ -145,19 +240,13 @@ def _release_gone(tasks: TaskScheduler, held: IdempotencyClaim) -> None:
     )
 
 
-def _release(tasks: TaskScheduler, claim: IdempotencyClaim) -> None:
-    try:
-        tasks.service.store.release_idempotency_key(claim.caller, claim.key, claim.task_id)
-    except Exception:
-        # The key stays claimed without a task: 409 until IN_FLIGHT_LIMIT has passed.
-        logger.warning("could not release an idempotency key", exc_info=True)
-
-
 async def _fingerprint(request: Request) -> str:
     """SHA-256 of the method, path, query and body (a form's fields, files' content included)."""
     digest = hashlib.sha256()
-    for part in (request.method, request.url.path, request.url.query):
-        digest.update(part.encode())
+    # From the ASGI scope, as received: building `request.url` costs more than the rest.
+    scope = request.scope
+    for part in (scope["method"].encode(), scope["path"].encode(), scope["query_string"]):
+        digest.update(part)
         digest.update(b"\0")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):

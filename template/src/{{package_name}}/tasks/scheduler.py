@@ -25,7 +25,7 @@ from ..logs import request_id_var, task_context
 from .callbacks import CallbackPolicy, CallbackUrlError
 from .json_values import JsonValueError, Location, checked_json_size
 from .ledger import TaskLedger
-from .models import IdempotencyClaim, TaskRecord
+from .models import IdempotencyClaim, TaskRecord, new_task_id
 from .registry import TaskCall, TaskRegistry, TaskSpec
 from .runner import QueueFullError, RunnerUnavailableError, TaskRunner
 from .store import TaskStore
@@ -123,9 +123,10 @@ class TaskScheduler:
             # A delayed task is `queued` until then; GET /tasks/{id} says when it is due.
             next_attempt_at=call.due_at,
             callback_url=callback_url,
+            # Under the request's Idempotency-Key claim, its first task takes the id claimed.
+            task_id=claim.task_id if claim is not None else new_task_id(),
+            idempotency_key=claim.key if claim is not None else None,
         )
-        if claim is not None:
-            record.task_id, record.idempotency_key = claim.task_id, claim.key
         try:
             self.service.ledger.accept(record)
         except Exception as error:

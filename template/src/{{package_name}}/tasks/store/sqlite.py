@@ -268,28 +268,21 @@ class SqliteTaskStore:
         )
 
     def claim_idempotency_key(self, claim: IdempotencyClaim) -> IdempotencyClaim | None:
-        # The primary key (caller, key) decides: of two inserts racing, one is ignored.
+        # The primary key (caller, key) decides: of two inserts racing, one is ignored. A new
+        # key (the usual case) costs that one statement, a transaction of its own.
+        row = _claim_row(claim)
+        if self._connection().execute(_CLAIM, row).rowcount == 1:
+            return None
+        # Held: try again and read the holder in one transaction, so that a release between the
+        # two cannot leave neither a claim of ours nor a holder to report.
         with self._transaction() as connection:
-            inserted = connection.execute(
-                """
-                INSERT OR IGNORE INTO idempotency_claims
-                    (caller, key, fingerprint, task_id, created_at) VALUES (?, ?, ?, ?, ?)
-                """,
-                (
-                    claim.caller,
-                    claim.key,
-                    claim.fingerprint,
-                    claim.task_id,
-                    _iso(claim.created_at.astimezone(UTC)),
-                ),
-            )
-            if inserted.rowcount == 1:
+            if connection.execute(_CLAIM, row).rowcount == 1:
                 return None
-            row = connection.execute(
+            holder = connection.execute(
                 "SELECT * FROM idempotency_claims WHERE caller = ? AND key = ?",
                 (claim.caller, claim.key),
             ).fetchone()
-        return claim_from_fields(dict(row))
+        return claim_from_fields(dict(holder))
 
     def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
         self._connection().execute(
@@ -391,6 +384,17 @@ class SqliteTaskStore:
             for connection in self._connections.values():
                 connection.close()
             self._connections.clear()
+
+
+_CLAIM = """
+INSERT OR IGNORE INTO idempotency_claims (caller, key, fingerprint, task_id, created_at)
+VALUES (?, ?, ?, ?, ?)
+"""
+
+
+def _claim_row(claim: IdempotencyClaim) -> tuple[str | None, ...]:
+    created_at = _iso(claim.created_at.astimezone(UTC))
+    return (claim.caller, claim.key, claim.fingerprint, claim.task_id, created_at)
 
 
 def _to_row(record: TaskRecord) -> tuple[Any, ...]:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Form, HTTPException, UploadFile, status
 
 from ...errors import ErrorEnvelope
 from ...settings import get_settings
-from ...tasks import Idempotent, TaskAccepted, Tasks
+from ...tasks import TaskAccepted, Tasks, idempotent
 from ..jobs import process_document
 from ..uploads import partial_upload, task_upload, uploads_swept
 
@@ -21,8 +21,6 @@ _CHUNK = 1024 * 1024
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
-    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
-    dependencies=[Idempotent],
     # Say in the schema which content types the file part may have, so clients (and schema-driven
     # fuzzers) know that anything else is answered 415.
     openapi_extra={
@@ -43,6 +41,8 @@ _CHUNK = 1024 * 1024
         503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"},
     },
 )
+# A repeat with the same Idempotency-Key gets the first answer, not a second task.
+@idempotent
 def upload_document(
     file: UploadFile,
     tasks: Tasks,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Body, status
 from pydantic import Field
 
 from ...errors import ErrorEnvelope
-from ...tasks import Idempotent, TaskAccepted, Tasks
+from ...tasks import TaskAccepted, Tasks, idempotent
 from ...tasks.json_values import MAX_EXACT_INTEGER
 from ..jobs import process_records
 
@@ -31,10 +31,10 @@ FieldValue = (
 @router.post(
     "/process/",
     status_code=status.HTTP_202_ACCEPTED,
-    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
-    dependencies=[Idempotent],
     responses={503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"}},
 )
+# A repeat with the same Idempotency-Key gets the first answer, not a second task.
+@idempotent
 def process_data(
     rows: Annotated[list[dict[str, FieldValue]], Body(max_length=MAX_RECORDS)], tasks: Tasks
 ) -> TaskAccepted:

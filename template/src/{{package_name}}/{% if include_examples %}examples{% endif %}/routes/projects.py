@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from ...errors import ErrorEnvelope
 from ...settings import get_settings
-from ...tasks import Idempotent, TaskAccepted, Tasks
+from ...tasks import TaskAccepted, Tasks, idempotent
 from ..activity import project_page
 from ..jobs import record_project_activity
 
@@ -53,10 +53,10 @@ class ProjectActivity(BaseModel):
 @router.post(
     "/{project_id}/tasks",
     status_code=status.HTTP_202_ACCEPTED,
-    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
-    dependencies=[Idempotent],
     responses={503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"}},
 )
+# A repeat with the same Idempotency-Key gets the first answer, not a second task.
+@idempotent
 def create_project_task(
     project_id: ProjectId, body: ProjectTaskCreate, tasks: Tasks
 ) -> TaskAccepted:

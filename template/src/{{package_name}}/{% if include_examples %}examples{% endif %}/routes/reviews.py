@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from ...errors import ErrorEnvelope
-from ...tasks import Idempotent, TaskAccepted, Tasks
+from ...tasks import TaskAccepted, Tasks, idempotent
 from ..jobs import analyze_review
 
 router = APIRouter(prefix="/products", tags=["examples"])
@@ -21,10 +21,10 @@ class ReviewSubmission(BaseModel):
 @router.post(
     "/{product_id}/reviews",
     status_code=status.HTTP_202_ACCEPTED,
-    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
-    dependencies=[Idempotent],
     responses={503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"}},
 )
+# A repeat with the same Idempotency-Key gets the first answer, not a second task.
+@idempotent
 def submit_review(
     product_id: Annotated[int, Path(ge=1, le=2**53)], review: ReviewSubmission, tasks: Tasks
 ) -> TaskAccepted:

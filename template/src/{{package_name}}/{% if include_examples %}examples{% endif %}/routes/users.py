@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from ...errors import ErrorEnvelope
-from ...tasks import Idempotent, TaskAccepted, Tasks
+from ...tasks import TaskAccepted, Tasks, idempotent
 from ..jobs import send_welcome_email
 
 router = APIRouter(tags=["examples"])
@@ -30,10 +30,10 @@ class Registration(BaseModel):
 @router.post(
     "/register",
     status_code=status.HTTP_202_ACCEPTED,
-    # A repeat with the same Idempotency-Key gets the first answer, not a second task.
-    dependencies=[Idempotent],
     responses={503: {"model": ErrorEnvelope, "description": "Task queue full; retry later"}},
 )
+# A repeat with the same Idempotency-Key gets the first answer, not a second task.
+@idempotent
 def register_user(registration: Registration, tasks: Tasks) -> TaskAccepted:
     """Register a user; the welcome e-mail goes out after the response."""
     return tasks.add_task(send_welcome_email, registration.email, registration.name)
