@@ -28,10 +28,11 @@ import threading
 import time
 from collections.abc import Awaitable, Iterator
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Protocol, TypeVar
 
 from ..logs import task_context
-from .models import TaskProgress, TaskRecord
+from .models import TaskProgress, TaskRecord, utcnow
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +82,10 @@ class AttemptControl:
         # comes last is dropped.
         self._write_lock = threading.Lock()
         self._written_version = -1
+        # The latest report (done, total, message, monotonic time) and how many reports have
+        # not been put on the record yet.
+        self._latest: tuple[float, float | None, str | None, float] | None = None
+        self._unrecorded = 0
 
     def cancel(self) -> None:
         """Signal the attempt at once (the runner of this process was asked to cancel it)."""
@@ -112,16 +117,19 @@ class AttemptControl:
         return False
 
     def report_progress(self, done: float, total: float | None, message: str | None) -> None:
-        progress = TaskProgress(done=done, total=total, message=message)
+        # Called in tight loops: a report only notes its values; the record's progress (a
+        # TaskProgress with its time) is made when it is written, or when the attempt ends.
+        # Every microsecond here is one the task holds the GIL in a row, which the event loop
+        # may wait out before answering a request.
         now = time.monotonic()
         with self._lock:
-            self.record.progress = progress
-            self.record.version += 1
-            version = self.record.version
+            self._latest = (done, total, message, now)
+            self._unrecorded += 1
             complete = total is not None and done >= total
             if not complete and now - self._last_write < PROGRESS_INTERVAL:
                 return
             self._last_write = now
+            progress, version = self._record_latest()
         loop = _on_event_loop()
         if loop is not None:
             # From a coroutine: written off its loop, which a store write must not block.
@@ -140,6 +148,18 @@ class AttemptControl:
                 return
             self._written_version = version
 
+    def _record_latest(self) -> tuple[TaskProgress, int]:
+        """Put the latest report on the record, one version per report since the last (under
+        `_lock`); the progress and version to store."""
+        if self._latest is not None and self._unrecorded:
+            done, total, message, at = self._latest
+            reported_at = utcnow() - timedelta(seconds=time.monotonic() - at)
+            self.record.progress = TaskProgress(done, total, message, updated_at=reported_at)
+            self.record.version += self._unrecorded
+            self._unrecorded = 0
+        assert self.record.progress is not None
+        return self.record.progress, self.record.version
+
     @contextlib.contextmanager
     def active(self) -> Iterator["AttemptControl"]:
         """Make this the current attempt's control while the function runs."""
@@ -148,6 +168,10 @@ class AttemptControl:
             yield self
         finally:
             _current.reset(token)
+            # The reports since the last write go on the record the attempt's outcome saves.
+            with self._lock:
+                if self._unrecorded:
+                    self._record_latest()
 
     def _store_failed(self, message: str, error: Exception) -> None:
         now = time.monotonic()
