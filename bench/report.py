@@ -7,6 +7,7 @@ from typing import Any
 import api_latency_under_cpu_load
 import lambda_latency
 import scheduling_latency
+import task_control_costs
 import task_throughput
 from metrics import METRICS
 from report_cells import Table
@@ -73,9 +74,15 @@ def header(meta: dict[str, Any], smoke: bool) -> list[str]:
         "",
     ]
     reused = meta.get("reused") or {}
-    if reused.get("metrics"):
-        numbers = ", ".join(str(n) for n in reused["metrics"])
-        lines += [f"Metrics {numbers} are taken from the run of {reused['date']} (`--reuse`).", ""]
+    by_date: dict[str, list[int]] = {}
+    for number in reused.get("metrics", []):
+        by_date.setdefault(reused.get("dates", {}).get(str(number), reused.get("date", "?")), []).append(number)
+    if by_date:
+        parts = [
+            f"{'metric' if len(numbers) == 1 else 'metrics'} {', '.join(map(str, numbers))} from the run of {date}"
+            for date, numbers in sorted(by_date.items())
+        ]
+        lines += [f"Taken from earlier runs (`--reuse`): {'; '.join(parts)}.", ""]
     return lines
 
 
@@ -118,6 +125,15 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         "each runner (classic builder, base images made locally from Debian packages under the official "
         "names, so base sizes are those stand-ins', not Docker Hub's); the app's share is the image minus "
         "its runtime base image.",
+        f"7. **Task control**: bench/task_control_costs.py. {sizes.requests} sequential requests of each kind "
+        "per run on one connection, to the no-op scheduling endpoint without a key and to the same endpoint "
+        "decorated `@idempotent` with a fresh `Idempotency-Key` each time, in alternating blocks of "
+        f"{task_control_costs.BLOCK} (so a slow spell of the machine falls on both); the key's cost is the "
+        "difference of the p50s. Progress: `GET /health` probed every "
+        f"{sizes.probe_interval * 1000:g} ms while a task paces {task_control_costs.PROGRESS_CALLS_PER_SECOND:,} "
+        f"steps a second for {sizes.progress_seconds:g} s, calling `report_progress` at each step or not, "
+        f"{task_control_costs.PROGRESS_ROUNDS} rounds of each alternating, probes pooled per mode; the cost is "
+        "the ratio of the p99s.",
     ]
 
 

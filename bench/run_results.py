@@ -67,7 +67,16 @@ class Results:
         for key, reason in (data.get("unavailable") or {}).items():
             self.unavailable.setdefault(key, reason)
         self.versions = data.get("meta", {}).get("versions", {})
-        self.reused = {"metrics": taken, "date": data.get("meta", {}).get("date", "?")}
+        # Each metric keeps the date of the run that measured it, through any chain of reuses.
+        meta = data.get("meta", {})
+        earlier = meta.get("reused") or {}
+        dates = {
+            str(number): (earlier.get("dates") or {}).get(str(number))
+            or (earlier.get("date") if number in earlier.get("metrics", []) else None)
+            or meta.get("date", "?")
+            for number in taken
+        }
+        self.reused = {"metrics": taken, "date": meta.get("date", "?"), "dates": dates}
 
     def has_numbers(self, system: str) -> bool:
         return any(self.data[key].get(system) for key in ON_SERVERS)

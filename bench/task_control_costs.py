@@ -57,10 +57,7 @@ async def compare_progress(system: System, run: int, sizes: Any) -> dict[str, An
             errors[mode] += result.pop("errors")
             outcome[mode] = result  # the last round's task result (calls, rate reached)
             await settle(system)
-    return {
-        f"health_{mode}": {**summary(latencies[mode]), **outcome[mode], "errors": errors[mode]}
-        for mode in modes
-    }
+    return {f"health_{mode}": {**summary(latencies[mode]), **outcome[mode], "errors": errors[mode]} for mode in modes}
 
 
 async def compare_scheduling(system: System, run: int, sizes: Any) -> dict[str, Any]:
