@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -86,6 +87,8 @@ class AttemptControl:
         # not been put on the record yet.
         self._latest: tuple[float, float | None, str | None, float] | None = None
         self._unrecorded = 0
+        # A report is held back by the throttle, and the flusher will write it once due.
+        self._held = False
 
     def cancel(self) -> None:
         """Signal the attempt at once (the runner of this process was asked to cancel it)."""
@@ -127,6 +130,10 @@ class AttemptControl:
             self._unrecorded += 1
             complete = total is not None and done >= total
             if not complete and now - self._last_write < PROGRESS_INTERVAL:
+                if not self._held:
+                    # Written once due even if the task says nothing more until then.
+                    self._held = True
+                    _flusher.hold(self, due=self._last_write + PROGRESS_INTERVAL)
                 return
             self._last_write = now
             progress, version = self._record_latest()
@@ -147,6 +154,16 @@ class AttemptControl:
                 self._store_failed("could not store the task's progress; it goes on", error)
                 return
             self._written_version = version
+
+    def write_held_report(self) -> None:
+        """Write the report the throttle held back (the flusher calls this once it is due)."""
+        with self._lock:
+            self._held = False
+            if not self._unrecorded:
+                return  # written meanwhile, or the attempt ended and put it on the record
+            self._last_write = time.monotonic()
+            progress, version = self._record_latest()
+        self._write_progress(progress, version)
 
     def _record_latest(self) -> tuple[TaskProgress, int]:
         """Put the latest report on the record, one version per report since the last (under
@@ -172,6 +189,9 @@ class AttemptControl:
             with self._lock:
                 if self._unrecorded:
                     self._record_latest()
+                if self._held:
+                    self._held = False
+                    _flusher.forget(self)
 
     def _store_failed(self, message: str, error: Exception) -> None:
         now = time.monotonic()
@@ -182,6 +202,62 @@ class AttemptControl:
         # Also from a thread that has no task context (a coroutine's progress write).
         with task_context(self.record):
             logger.warning(message, exc_info=error)
+
+
+class ProgressFlusher:
+    """Writes the reports the throttle held back, once due: a task that reports and then works
+    quietly for a while (one long query, one big upload) still shows its latest progress within
+    PROGRESS_INTERVAL, not only at its next report. One daemon thread per process, started on
+    first use; idle (waiting on a condition) while nothing is held back."""
+
+    def __init__(self) -> None:
+        self._due: dict[AttemptControl, float] = {}
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, control: AttemptControl, *, due: float) -> None:
+        with self._changed:
+            self._due[control] = due
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="task-progress-flusher", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+
+    def forget(self, control: AttemptControl) -> None:
+        with self._changed:
+            self._due.pop(control, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                control, due = min(self._due.items(), key=lambda item: item[1])
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                del self._due[control]
+            try:
+                control.write_held_report()
+            except Exception:
+                logger.exception("could not write a task's held-back progress")
+
+
+_flusher = ProgressFlusher()
+
+
+def _new_flusher_after_fork() -> None:
+    # A child (a Celery prefork worker) has no flusher thread, and its lock may have been held
+    # by a thread of the parent when it forked.
+    global _flusher
+    _flusher = ProgressFlusher()
+
+
+os.register_at_fork(after_in_child=_new_flusher_after_fork)
 
 
 def _on_event_loop() -> asyncio.AbstractEventLoop | None:
@@ -219,7 +295,8 @@ def report_progress(done: float, total: float | None = None, message: str | None
     """Say how far the running task got; `GET /tasks/{id}` shows it.
 
     Cheap to call in a tight loop: the store is written at most every PROGRESS_INTERVAL seconds
-    (and whenever done == total). Never raises into the task (a failing store is logged), and
+    (and whenever done == total); a report held back is written once due, even if the task
+    reports nothing more until then. Never raises into the task (a failing store is logged), and
     does nothing outside a task's attempt.
     """
     control = _current.get()
