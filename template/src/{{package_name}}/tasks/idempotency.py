@@ -27,7 +27,8 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, ParamSpec, TypeVar, cast
@@ -35,9 +36,11 @@ from typing import Annotated, Any, ParamSpec, TypeVar, cast
 import anyio
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 
 from .models import IdempotencyClaim, TaskRecord, new_task_id, utcnow
 from .scheduler import TaskAccepted, Tasks, TaskScheduler
@@ -155,7 +158,40 @@ def idempotent(endpoint: Callable[P, R]) -> Callable[P, R]:
 
         wrapper = keyed_sync
     wrapper.__signature__ = _with_keyed_parameter(signature)  # type: ignore[attr-defined]
+    _wrapped.add(endpoint)
     return cast(Callable[P, R], wrapper)
+
+
+# The functions `idempotent` wrapped. One of them registered as a route itself means the
+# decorator sat above the route's decorator, which registered the function unwrapped.
+_wrapped: "weakref.WeakSet[Callable[..., Any]]" = weakref.WeakSet()
+
+
+def refuse_unguarded_routes(routes: Iterable[BaseRoute]) -> None:
+    """Raise TypeError, naming the route, for an endpoint `@idempotent` was meant to guard but
+    does not: it sits above `@router.post(...)`, so the route runs the function without it and
+    every retry would schedule again. The app's startup calls this; it does not start so."""
+    for route in _api_routes(routes):
+        if route.endpoint in _wrapped:
+            methods = ", ".join(sorted(route.methods or ()))
+            raise TypeError(
+                f"{route.endpoint.__qualname__} ({methods} {route.path}): @idempotent is above "
+                "the route's decorator, which registered the function without it; put "
+                "@idempotent under @router.post(...), directly above the function"
+            )
+
+
+def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every APIRoute, those of included routers and mounted apps too. FastAPI keeps an included
+    router as a route of its own (its `original_router`), not its routes copied in; the test
+    of this check includes a router, so a FastAPI that stores them otherwise fails it."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        nested = getattr(getattr(route, "original_router", None), "routes", None)
+        nested = nested if nested is not None else getattr(route, "routes", None)
+        if nested:
+            yield from _api_routes(nested)
 
 
 def _tasks_parameter(endpoint: Callable[..., Any], signature: inspect.Signature) -> str:
