@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import httpx
-from load_client import closed_loop, probe_while, summary
+from load_client import Probed, closed_loop, probe_while, summary
 from report_cells import RUNNERS, TIMES, Table, good_runs, median, ms, not_measured
 from report_cells import unavailable_reason as why_not
 from run_results import Results
@@ -53,8 +53,8 @@ async def compare_progress(system: System, run: int, sizes: Any) -> dict[str, An
     for _ in range(PROGRESS_ROUNDS):
         for mode in modes:
             probed, result = await health_while_task_runs(system, sizes, report=mode == "reporting")
-            latencies[mode] += probed
-            errors[mode] += result.pop("errors")
+            latencies[mode] += probed.latencies
+            errors[mode] += probed.errors
             outcome[mode] = result  # the last round's task result (calls, rate reached)
             await settle(system)
     return {f"health_{mode}": {**summary(latencies[mode]), **outcome[mode], "errors": errors[mode]} for mode in modes}
@@ -89,9 +89,9 @@ async def compare_scheduling(system: System, run: int, sizes: Any) -> dict[str, 
     }
 
 
-async def health_while_task_runs(system: System, sizes: Any, *, report: bool) -> tuple[list[float], dict[str, Any]]:
-    """/health latencies while the bench's pacing task runs for `sizes.progress_seconds`, and
-    what the task returned (with the probes' errors)."""
+async def health_while_task_runs(system: System, sizes: Any, *, report: bool) -> tuple[Probed, dict[str, Any]]:
+    """The /health probes made while the bench's pacing task runs for `sizes.progress_seconds`,
+    and what the task returned."""
     seconds = sizes.progress_seconds
     async with httpx.AsyncClient(base_url=system.base_url, trust_env=False, timeout=30) as http:
         params = {"seconds": seconds, "rate": PROGRESS_CALLS_PER_SECOND, "report": int(report)}
@@ -111,7 +111,7 @@ async def health_while_task_runs(system: System, sizes: Any, *, report: bool) ->
             await asyncio.sleep(0.05)
     if final["state"] != "succeeded":
         raise ValueError(f"the progress task {final['state']}: {final.get('error')}")
-    return probed.latencies, {**final["result"], "errors": probed.errors}
+    return probed, final["result"]
 
 
 # -- in the report ----------------------------------------------------------------------------

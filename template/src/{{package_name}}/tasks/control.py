@@ -166,16 +166,16 @@ class AttemptControl:
         self._write_progress(progress, version)
 
     def _record_latest(self) -> tuple[TaskProgress, int]:
-        """Put the latest report on the record, one version per report since the last (under
-        `_lock`); the progress and version to store."""
-        if self._latest is not None and self._unrecorded:
-            done, total, message, at = self._latest
-            reported_at = utcnow() - timedelta(seconds=time.monotonic() - at)
-            self.record.progress = TaskProgress(done, total, message, updated_at=reported_at)
-            self.record.version += self._unrecorded
-            self._unrecorded = 0
-        assert self.record.progress is not None
-        return self.record.progress, self.record.version
+        """Put the latest report on the record, one version per report not recorded yet (under
+        `_lock`, with at least one such report); the progress and version to store."""
+        assert self._latest is not None
+        done, total, message, at = self._latest
+        reported_at = utcnow() - timedelta(seconds=time.monotonic() - at)
+        progress = TaskProgress(done, total, message, updated_at=reported_at)
+        self.record.progress = progress
+        self.record.version += self._unrecorded
+        self._unrecorded = 0
+        return progress, self.record.version
 
     @contextlib.contextmanager
     def active(self) -> Iterator["AttemptControl"]:
