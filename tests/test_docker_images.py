@@ -151,7 +151,7 @@ def test_the_image_serves_runs_tasks_and_runs_as_non_root(variant: Variant, imag
         # The server process itself (PID 1, exec form): its real and effective uid.
         uids = container.exec("awk", "/^Uid:/ {print $2, $3}", "/proc/1/status").split()
         assert uids == [APP_UID, APP_UID], uids
-        assert "uvicorn" in container.exec("cat", "/proc/1/cmdline")
+        assert "example_service.serve" in container.exec("cat", "/proc/1/cmdline")
 
         # Docker's own view, from the image's HEALTHCHECK (first probe after its 10 s interval).
         wait_until(lambda: container.inspect("{{.State.Health.Status}}") == "healthy", 40, 0.5, "healthy")

@@ -6,7 +6,7 @@ No handler ever puts a stack trace in a response; unhandled exceptions are logge
 traceback and answered with a generic 500 by the request middleware.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from .logs import request_id_var
+from .telemetry import metrics
+from .telemetry.metrics import REFUSALS
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -34,12 +36,19 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+# Why a 503 was answered: the runner's queue is full, the runner cannot take work (draining, its
+# broker unreachable), or the task store failed.
+BusyReason = Literal["queue_full", "runner_unavailable", "store_unavailable"]
+
+
 class ServiceBusyError(Exception):
     """The service cannot take more work right now; the client should retry after a delay."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, *, reason: BusyReason) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # Counted by reason in `task_refusals_total`.
+        self.reason = reason
 
 
 class InputRefusedError(Exception):
@@ -150,6 +159,7 @@ async def _input_refused(_: Request, exc: Exception) -> JSONResponse:
 
 async def _service_busy(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceBusyError)
+    metrics.count(REFUSALS, exc.reason)
     return error_response(
         503, "service_unavailable", str(exc), headers={"Retry-After": str(exc.retry_after)}
     )

@@ -1,8 +1,10 @@
-"""JSON log lines that carry the current request id and task id.
+"""JSON log lines that carry the current request id, task id and trace.
 
 The ids live in context variables: the request middleware sets `request_id`, the task runners set
 `task_id` around each attempt, and every log line written meanwhile carries them, so one grep
-follows a request into the background work it scheduled.
+follows a request into the background work it scheduled. `trace_id` and `span_id` come from
+telemetry/tracing.py: the request's, or the attempt's (whose trace is the request's), whether
+spans are exported or not.
 """
 
 import json
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .redaction import mask_emails
+from .telemetry.tracing import current_ids, joined
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
@@ -68,6 +71,10 @@ def _stamp_ids(factory: Callable[..., logging.LogRecord]) -> Callable[..., loggi
             value = variable.get()
             if value is not None:
                 setattr(record, name, value)
+        trace = current_ids()
+        if trace is not None:
+            record.trace_id = trace.trace_id
+            record.span_id = trace.span_id
         return record
 
     make_record.stamps_ids = True  # type: ignore[attr-defined]
@@ -83,14 +90,17 @@ class Traceable(Protocol):
     @property
     def request_id(self) -> str | None: ...
 
+    @property
+    def traceparent(self) -> str | None: ...
+
 
 @contextmanager
 def task_context(task: Traceable | str) -> Iterator[None]:
     """Log lines written inside carry the task's `task_id` and the `request_id` it was scheduled by.
 
-    Given a record, both ids come from it, so a task's own lines (and the runner's about it) can be
-    followed back to the request that scheduled it; given only an id (a message not yet matched to
-    its record), the request id is left as it is.
+    Given a record, both ids and the trace come from it, so a task's own lines (and the runner's
+    about it) can be followed back to the request that scheduled it; given only an id (a message
+    not yet matched to its record), the request id and trace are left as they are.
     """
     if isinstance(task, str):
         task_token = task_id_var.set(task)
@@ -99,7 +109,11 @@ def task_context(task: Traceable | str) -> Iterator[None]:
         task_token = task_id_var.set(task.task_id)
         request_token = request_id_var.set(task.request_id)
     try:
-        yield
+        if isinstance(task, str):
+            yield
+        else:
+            with joined(task.traceparent):
+                yield
     finally:
         if request_token is not None:
             request_id_var.reset(request_token)

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id, one access log line per request, and the last-resort 500.
+"""Pure ASGI middleware: request id, one access log line and the HTTP metrics per request, and the
+last-resort 500.
 
 Written against the raw ASGI interface rather than `BaseHTTPMiddleware`, which wraps the app in a
 task group and is known to break background tasks and context variables.
@@ -13,6 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import REQUEST_ID_HEADER, error_response
 from .logs import request_id_var
+from .telemetry import metrics
+from .telemetry.metrics import HTTP_DURATION, HTTP_REQUESTS
+from .telemetry.tracing import request_span
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +27,10 @@ _HEADER_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
 # short, with its length: a client cannot write what it likes, as long as it likes, into the log.
 _LOGGED_SEGMENT = 64
 _LOGGED_PATH = 512
+# Metric labels must stay few: any other method a client sends is counted as "other", and a path
+# no route matched as "unmatched" (a route's template, never the path a client chose).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
 
 
 class RequestContextMiddleware:
@@ -48,15 +56,20 @@ class RequestContextMiddleware:
         def log_request() -> None:
             nonlocal logged
             logged = True
+            seconds = time.perf_counter() - started
+            method, route = _method_label(scope["method"]), _route_label(scope)
+            span.answered(method, route, status)
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "path": _loggable(scope["path"]),
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                 },
             )
+            metrics.count(HTTP_REQUESTS, method, route, str(status))
+            metrics.observe(HTTP_DURATION, seconds, method, route)
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status, response_started
@@ -71,18 +84,21 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 log_request()
 
-        try:
-            await self.app(scope, receive, send_with_request_id)
-        except Exception:
-            logger.exception("unhandled error", extra={"path": _loggable(scope["path"])})
-            if response_started:
-                # Headers are out; the only honest thing left is to drop the connection.
-                raise
-            response = error_response(500, "internal_error", "An internal error occurred.")
-            await response(scope, receive, send_with_request_id)
-        finally:
-            if not logged:
-                log_request()
+        # The request's span (or, with exporting off, its trace ids): every log line and task
+        # record made while it is answered belongs to its trace.
+        with request_span(scope["method"], scope["path"], scope["headers"]) as span:
+            try:
+                await self.app(scope, receive, send_with_request_id)
+            except Exception:
+                logger.exception("unhandled error", extra={"path": _loggable(scope["path"])})
+                if response_started:
+                    # Headers are out; the only honest thing left is to drop the connection.
+                    raise
+                response = error_response(500, "internal_error", "An internal error occurred.")
+                await response(scope, receive, send_with_request_id)
+            finally:
+                if not logged:
+                    log_request()
 
 
 def _request_id_from(scope: Scope) -> str:
@@ -103,3 +119,14 @@ def _loggable(path: str) -> str:
     ]
     shown = "/".join(segments)
     return shown if len(shown) <= _LOGGED_PATH else f"{shown[:_LOGGED_PATH]}...({len(path)} chars)"
+
+
+def _method_label(method: str) -> str:
+    return method if method in _METHODS else "other"
+
+
+def _route_label(scope: Scope) -> str:
+    """The template of the route that answered (`/tasks/{task_id}`), set in the scope by the
+    router once it matched."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE

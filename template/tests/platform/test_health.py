@@ -17,7 +17,9 @@ def test_ready_reports_task_counters(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert set(body["tasks"]) == {"queued", "running", "succeeded", "failed", "retried"}
+    counts = body["tasks"]
+    assert set(counts) == {"queued", "retrying", "running", "succeeded", "failed", "cancelled"}
+    assert set(counts.values()) == {0}  # a fresh store holds no record
 
 
 def test_ready_is_503_when_the_task_store_fails(
@@ -35,17 +37,18 @@ def test_ready_is_503_when_the_task_store_fails(
     assert client.get("/health").status_code == 200
 
 
-def test_ready_reads_the_counters_off_the_event_loop(client: TestClient) -> None:
-    # The Celery runner reads them from Redis: on the loop, that would stall every request.
-    runner = client.app.state.tasks.runner  # type: ignore[attr-defined]
-    read_counters = runner.counters
+def test_ready_reads_the_counts_off_the_event_loop(client: TestClient) -> None:
+    # They are read from the store (Redis, PostgreSQL: a network call): on the loop, that would
+    # stall every request.
+    store = client.app.state.tasks.store  # type: ignore[attr-defined]
+    count_states = store.count_states
     threads: list[int] = []
 
-    def counters() -> object:
+    def counts() -> object:
         threads.append(threading.get_ident())
-        return read_counters()
+        return count_states()
 
-    runner.counters = counters
+    store.count_states = counts
     assert client.get("/ready").status_code == 200
     loop_thread = client.portal.call(threading.get_ident)  # type: ignore[union-attr]
     assert threads

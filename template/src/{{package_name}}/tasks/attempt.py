@@ -21,15 +21,19 @@ dropped, and a task never runs while its start is unrecorded.
 import enum
 import logging
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..logs import task_context
+from ..telemetry import metrics
+from ..telemetry.metrics import ATTEMPT_DURATION, QUEUE_WAIT
+from ..telemetry.tracing import attempt_span
 from .control import AttemptControl
 from .ledger import StoreUnavailableError, TaskLedger, lost_last_attempt
-from .models import TaskRecord, TaskState
+from .models import TaskRecord, TaskState, utcnow
 from .registry import TaskRegistry, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -80,11 +84,23 @@ class Attempt:
     spec: TaskSpec[Any, Any]
     number: int
     control: AttemptControl
+    began: float = field(default_factory=time.monotonic)
 
-    def calling(self) -> AbstractContextManager[AttemptControl]:
+    def ended(self, outcome: str) -> None:
+        """Count the attempt's duration under how it ended."""
+        seconds = time.monotonic() - self.began
+        metrics.observe(ATTEMPT_DURATION, seconds, self.record.name, outcome)
+
+    @contextmanager
+    def calling(self) -> Iterator[AttemptControl]:
         """Wrap the call of the function: `cancel_requested()` and `report_progress()` inside
-        speak for this attempt."""
-        return self.control.active()
+        speak for this attempt, which is a span of the trace of the request that scheduled it."""
+        record = self.record
+        with (
+            attempt_span(record.name, record.task_id, self.number, record.traceparent),
+            self.control.active() as control,
+        ):
+            yield control
 
 
 class AttemptLifecycle:
@@ -165,6 +181,7 @@ class AttemptLifecycle:
                 recorded = self.ledger.succeeded(attempt.record, value)
             except StoreUnavailableError:
                 return self._abandoned()
+        attempt.ended(attempt.record.state.value)
         return Decision(Outcome.SUCCEEDED if recorded else Outcome.FAILED)
 
     def fail(self, attempt: Attempt, error: BaseException) -> Decision:
@@ -176,15 +193,18 @@ class AttemptLifecycle:
                 # asked for: cancelled, never retried.
                 if attempt.control.cancel_requested(fresh=True):
                     self.ledger.cancelled(attempt.record)
-                    return CANCELLED
-                if retry.should_retry(attempt.number):
+                    decision = CANCELLED
+                elif retry.should_retry(attempt.number):
                     delay = retry.delay(attempt.number)
                     self.ledger.retrying(attempt.record, error, delay)
-                    return Decision(Outcome.RETRY, delay)
-                self.ledger.failed(attempt.record, error)
+                    decision = Decision(Outcome.RETRY, delay)
+                else:
+                    self.ledger.failed(attempt.record, error)
+                    decision = Decision(Outcome.FAILED)
             except StoreUnavailableError:
                 return self._abandoned()
-        return Decision(Outcome.FAILED)
+        attempt.ended(attempt.record.state.value)
+        return decision
 
     def _begin(self, record: TaskRecord) -> Attempt | Decision:
         if record.state.is_final:
@@ -216,7 +236,12 @@ class AttemptLifecycle:
                 return Decision(Outcome.FAILED)
             number = record.attempts + 1
             before = (record.attempts, record.started_at)
+            # From when it was due (accepted, or its backoff over); a `running` record left by a
+            # dead process was due long ago, and its wait says nothing about the queue.
+            waited = None if record.state is TaskState.RUNNING else _waited(record)
             self.ledger.started(record, number)
+            if waited is not None:
+                metrics.observe(QUEUE_WAIT, waited, record.name)
             # A request to cancel may have come while `running` was written (the API sets the
             # flag before it reads the state): read it again, and stop before the call.
             stored = self.ledger.read(record.task_id)
@@ -243,3 +268,8 @@ class AttemptLifecycle:
             "recovery or redelivery"
         )
         return ABANDONED
+
+
+def _waited(record: TaskRecord) -> float:
+    due = record.next_attempt_at or record.created_at
+    return max(0.0, (utcnow() - due).total_seconds())

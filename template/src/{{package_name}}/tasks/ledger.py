@@ -23,6 +23,8 @@ from fastapi.encoders import jsonable_encoder
 
 from ..logs import task_context
 from ..redaction import client_text
+from ..telemetry import metrics
+from ..telemetry.metrics import TASK_TRANSITIONS
 from .json_values import checked_json_size
 from .models import TaskRecord, TaskState, utcnow
 from .retry import RetryPolicy
@@ -128,6 +130,7 @@ class TaskLedger:
         """Store a newly accepted task, once: a request must not wait out an outage, so the
         caller answers 503 when this raises."""
         self._write_once(record)
+        self._count(record)
 
     def _write_once(self, record: TaskRecord) -> None:
         """One write of a new version, raising if the store refuses it (for a request, which
@@ -244,7 +247,7 @@ class TaskLedger:
         record.next_attempt_at = None
         if once:
             self._write_once(record)
-            self._count(record.state)
+            self._count(record)
             self._ended(record)
         else:
             self._save(record)
@@ -254,10 +257,12 @@ class TaskLedger:
         if record.state.is_final and self.on_final is not None:
             self.on_final(record)
 
-    def _count(self, state: TaskState) -> None:
-        if state in self._counts:
+    def _count(self, record: TaskRecord) -> None:
+        """Count the transition `record` just made, here and in the metrics."""
+        metrics.count(TASK_TRANSITIONS, record.name, record.state.value)
+        if record.state in self._counts:
             with self._counts_lock:
-                self._counts[state] += 1
+                self._counts[record.state] += 1
 
     def _save(self, record: TaskRecord) -> None:
         # Every transition is a new version of the record (the id of its Server-Sent Event).
@@ -267,7 +272,7 @@ class TaskLedger:
             self.store.save(record)
 
         self._persist(record, write)
-        self._count(record.state)
+        self._count(record)
         self._ended(record)
 
     def _persist(

@@ -124,6 +124,9 @@ class TaskRecord:
     # Counts the record's changes (each save of a transition, each progress report): the id of
     # the Server-Sent Event that shows this version, so a client resumes after the last it saw.
     version: int = 0
+    # The W3C trace context (`traceparent`) of the request that scheduled it: its attempts'
+    # spans and log lines join that request's trace (telemetry/tracing.py).
+    traceparent: str | None = None
 
     def due_in(self, now: datetime | None = None) -> float:
         """Seconds until this record may start (a delayed task, a retry's backoff); 0 when due."""

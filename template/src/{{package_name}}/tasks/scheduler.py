@@ -22,6 +22,7 @@ from starlette.background import BackgroundTask
 from ..auth import Caller, CurrentCaller
 from ..errors import InputRefusedError, ServiceBusyError
 from ..logs import request_id_var, task_context
+from ..telemetry.tracing import current_traceparent
 from .callbacks import CallbackPolicy, CallbackUrlError
 from .json_values import JsonValueError, Location, checked_json_size
 from .ledger import TaskLedger
@@ -65,7 +66,9 @@ class TaskService:
         except Exception as error:
             logger.warning("task store read failed", exc_info=error)
             raise ServiceBusyError(
-                "the task store is unavailable; try again shortly", self.retry_after
+                "the task store is unavailable; try again shortly",
+                self.retry_after,
+                reason="store_unavailable",
             ) from error
 
 
@@ -110,7 +113,9 @@ class TaskScheduler:
             runner.reserve()
         except (QueueFullError, RunnerUnavailableError) as error:
             raise ServiceBusyError(
-                f"cannot accept the task now: {error}", self.service.retry_after
+                f"cannot accept the task now: {error}",
+                self.service.retry_after,
+                reason="queue_full" if isinstance(error, QueueFullError) else "runner_unavailable",
             ) from error
         record = TaskRecord(
             name=spec.name,
@@ -126,6 +131,7 @@ class TaskScheduler:
             # Under the request's Idempotency-Key claim, its first task takes the id claimed.
             task_id=claim.task_id if claim is not None else new_task_id(),
             idempotency_key=claim.key if claim is not None else None,
+            traceparent=current_traceparent(),
         )
         try:
             self.service.ledger.accept(record)
@@ -134,6 +140,7 @@ class TaskScheduler:
             raise ServiceBusyError(
                 "cannot accept the task now: the task store is unavailable",
                 self.service.retry_after,
+                reason="store_unavailable",
             ) from error
         # Stored under the claimed id: the request's other tasks get ids of their own.
         self.idempotency = None

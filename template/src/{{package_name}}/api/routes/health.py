@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ...errors import ErrorEnvelope, error_response
-from ...tasks import TaskService
+from ...tasks import TaskService, TaskState
 from ...tasks.ledger import describe_error
 
 router = APIRouter(tags=["health"])
@@ -20,11 +20,15 @@ class Health(BaseModel):
 
 
 class TaskCounters(BaseModel):
+    """Records in each state, as the shared store holds them now: the same answer from every
+    process and host (final records count until their retention ends)."""
+
     queued: int
+    retrying: int
     running: int
     succeeded: int
     failed: int
-    retried: int
+    cancelled: int
 
 
 class Readiness(BaseModel):
@@ -65,14 +69,13 @@ async def ready(request: Request) -> Readiness | JSONResponse:
     runner_problem = await service.runner.readiness()
     if runner_problem is not None:
         problems.append({"check": "task_runner", "error": runner_problem})
-    counters = None
+    counts = None
     if not problems:
         try:
-            # Off the loop: a runner may read them from a shared store (Celery: Redis).
-            counters = await asyncio.to_thread(service.runner.counters)
+            counts = await asyncio.to_thread(service.store.count_states)
         except Exception as error:
             problems.append({"check": "task_store", "error": describe_error(error)})
-    if problems or counters is None:
+    if problems or counts is None:
         return error_response(
             503,
             "not_ready",
@@ -80,4 +83,6 @@ async def ready(request: Request) -> Readiness | JSONResponse:
             details=problems,
             headers={"Retry-After": str(service.retry_after)},
         )
-    return Readiness(tasks=TaskCounters(**vars(counters)))
+    return Readiness(
+        tasks=TaskCounters(**{state.value: counts.get(state, 0) for state in TaskState})
+    )

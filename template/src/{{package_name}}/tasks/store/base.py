@@ -79,6 +79,10 @@ class TaskStore(Protocol):
     def purge_expired(self, limit: int) -> int:
         """Delete up to `limit` records past their retention; say how many were deleted."""
 
+    def count_states(self) -> dict[TaskState, int]:
+        """How many records are in each state now (a state with none may be left out): one
+        read an index answers, made for a metrics scrape or a readiness probe."""
+
     def ping(self) -> None:
         """Raise if the store cannot be used."""
 

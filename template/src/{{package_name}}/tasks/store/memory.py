@@ -4,6 +4,7 @@ One lock makes every method atomic: a save keeps a stored request to cancel, a c
 and an insert under the lock.
 """
 
+import collections
 import copy
 import dataclasses
 import threading
@@ -141,6 +142,10 @@ class MemoryTaskStore:
     def _expired(self, record: TaskRecord, now: datetime) -> bool:
         expires_at = record.expires_at(self.retention)
         return expires_at is not None and expires_at <= now
+
+    def count_states(self) -> dict[TaskState, int]:
+        with self._lock:
+            return dict(collections.Counter(record.state for record in self._records.values()))
 
     def ping(self) -> None:
         return None

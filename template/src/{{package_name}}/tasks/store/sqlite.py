@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     callback_url TEXT,
     callback_deliveries TEXT NOT NULL DEFAULT '[]',
     schedule_slot TEXT,
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created_at);
 CREATE INDEX IF NOT EXISTS tasks_by_finish ON tasks (finished_at) WHERE finished_at IS NOT NULL;
@@ -88,6 +89,7 @@ _ADDED_COLUMNS = (
     ("callback_deliveries", "TEXT NOT NULL DEFAULT '[]'"),
     ("schedule_slot", "TEXT"),
     ("version", "INTEGER NOT NULL DEFAULT 0"),
+    ("traceparent", "TEXT"),
 )
 _INDEXES_ON_ADDED_COLUMNS = """
 CREATE INDEX IF NOT EXISTS tasks_by_caller ON tasks (caller, created_at);
@@ -97,7 +99,7 @@ _COLUMNS = (
     "task_id", "name", "state", "attempts", "max_attempts", "args", "kwargs", "result", "error",
     "created_at", "started_at", "finished_at", "next_attempt_at", "owner", "request_id", "caller",
     "cancel_requested", "progress", "idempotency_key", "callback_url", "callback_deliveries",
-    "schedule_slot", "version",
+    "schedule_slot", "version", "traceparent",
 )  # fmt: skip
 _COLUMNS_BUT_ARGUMENTS = ", ".join(c for c in _COLUMNS if c not in ("args", "kwargs"))
 # An upsert: a save replaces every column but `cancel_requested`, which it can only set (OR),
@@ -376,6 +378,10 @@ class SqliteTaskStore:
             )
         return len(expired)
 
+    def count_states(self) -> dict[TaskState, int]:
+        rows = self._connection().execute(_COUNT_STATES).fetchall()
+        return {TaskState(state): count for state, count in rows}
+
     def ping(self) -> None:
         self._connection().execute("SELECT 1").fetchone()
 
@@ -385,6 +391,9 @@ class SqliteTaskStore:
                 connection.close()
             self._connections.clear()
 
+
+# An index (tasks_by_state) answers it without reading a record.
+_COUNT_STATES = "SELECT state, count(*) FROM tasks GROUP BY state"
 
 _CLAIM = """
 INSERT OR IGNORE INTO idempotency_claims (caller, key, fingerprint, task_id, created_at)
@@ -422,6 +431,7 @@ def _to_row(record: TaskRecord) -> tuple[Any, ...]:
         deliveries_to_json(record.callback_deliveries),
         _iso(record.schedule_slot),
         record.version,
+        record.traceparent,
     )
 
 
@@ -450,6 +460,7 @@ def _from_row(row: sqlite3.Row, *, with_arguments: bool = True) -> TaskRecord:
         callback_deliveries=deliveries_from_json(row["callback_deliveries"]),
         schedule_slot=_parse(row["schedule_slot"]),
         version=row["version"],
+        traceparent=row["traceparent"],
     )
 
 
