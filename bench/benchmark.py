@@ -73,7 +73,7 @@ class BenchmarkRun:
                     )
             if on_servers:
                 self.guarded(
-                    "measuring metrics 1-3",
+                    "measuring the metrics on the servers",
                     lambda: measure_on_fresh_servers(on_servers, self.systems, self.results, self.sizes),
                     SYSTEMS,
                 )

@@ -1,4 +1,4 @@
-"""The seven metrics, in the order of the report. Each is one module:
+"""The eight metrics, in the order of the report. Each is one module:
 
 | # | module | measures |
 | --- | --- | --- |
@@ -9,11 +9,12 @@
 | 5 | template_time | `copier copy` per variant, the whole template test run |
 | 6 | image_sizes | image sizes (the app's share), `docker run` until /health answers |
 | 7 | task_control_costs | an Idempotency-Key's cost; `GET /health` while a task reports progress |
+| 8 | observability_cost | scheduling with metrics on and tracing off (the default) vs METRICS_ENABLED=false |
 
 Each module has NUMBER (its number in the report, in `--only` and in results.json's "skipped"),
 NAME (also accepted by `--only`) and add_rows(table, results, sizes) (its rows of BENCHMARKS.md);
 1-4 also have headline(results, sizes) (their line of the headline). Those measured against the
-running servers (1-3, 7) have TITLE, KEY (their results.json key) and measure(system, run, sizes,
+running servers (1-3, 7, 8) have TITLE, KEY (their results.json key) and measure(system, run, sizes,
 results); deployment.py measures 4 and 6 together.
 """
 
@@ -22,6 +23,7 @@ from types import ModuleType
 import api_latency_under_cpu_load
 import image_sizes
 import lambda_latency
+import observability_cost
 import scheduling_latency
 import task_control_costs
 import task_throughput
@@ -35,8 +37,15 @@ METRICS: list[ModuleType] = [
     template_time,
     image_sizes,
     task_control_costs,
+    observability_cost,
 ]
-ON_SERVERS = [scheduling_latency, api_latency_under_cpu_load, task_throughput, task_control_costs]
+ON_SERVERS = [
+    scheduling_latency,
+    api_latency_under_cpu_load,
+    task_throughput,
+    task_control_costs,
+    observability_cost,
+]
 DEPLOYMENT = {lambda_latency.NUMBER, image_sizes.NUMBER}  # both come from deployment.py
 NAMES = {metric.NAME: metric.NUMBER for metric in METRICS}
 
@@ -52,5 +61,7 @@ def parse_only(text: str) -> set[int]:
         elif part.isdigit():
             numbers.add(int(part))
         else:
-            raise ValueError(f"--only: {part!r} is neither a metric number (1-7) nor one of {', '.join(NAMES)}")
+            raise ValueError(
+                f"--only: {part!r} is neither a metric number (1-{len(METRICS)}) nor one of {', '.join(NAMES)}"
+            )
     return numbers

@@ -6,6 +6,7 @@ from typing import Any
 
 import api_latency_under_cpu_load
 import lambda_latency
+import observability_cost
 import scheduling_latency
 import task_control_costs
 import task_throughput
@@ -134,6 +135,14 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         f"steps a second for {sizes.progress_seconds:g} s, calling `report_progress` at each step or not, "
         f"{task_control_costs.PROGRESS_ROUNDS} rounds of each alternating, probes pooled per mode; the cost is "
         "the ratio of the p99s.",
+        f"8. **Observability**: bench/observability_cost.py. The no-op scheduling endpoint of metric 1 on the "
+        "server as started, which is the default: Prometheus metrics on (every request, task transition and "
+        "store call counted), tracing off (trace ids made and carried, no OTEL_* variable, the OpenTelemetry "
+        "SDK never imported); against a second server of the same render started with METRICS_ENABLED=false "
+        f"(every count a no-op, /metrics answers 404; checked before each run). {sizes.requests} sequential "
+        "requests to each per run, each server on a connection of its own, both up at once, in alternating "
+        f"blocks of {observability_cost.BLOCK} (so a slow spell of the machine falls on both); the cost is the "
+        "median of the runs' ratios of the p50s (on ÷ off), and of the p99s.",
     ]
 
 

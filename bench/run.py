@@ -6,7 +6,7 @@
 Renders the variants it needs from the working tree (tests/rendering.py::render_variant) into
 bench/.work/, installs them with `uv sync` (the Rust variant builds its crate with maturin),
 starts real uvicorn processes for them and for the stock baselines (bench/baselines/), measures
-the seven metrics (bench/metrics.py lists them), and writes bench/results/BENCHMARKS.md, latency.png
+the eight metrics (bench/metrics.py lists them), and writes bench/results/BENCHMARKS.md, latency.png
 and results.json. Every measurement is repeated (`--runs`, 5 by default) with the systems
 interleaved, and the report gives the median of the per-run statistics. Nothing asserts a timing.
 
@@ -32,7 +32,7 @@ NEEDED = ("httpx", "matplotlib", "copier", "yaml", "jinja2")
 class Sizes:
     runs: int
     warmup: int
-    requests: int  # scheduling_latency: sequential requests per endpoint per run
+    requests: int  # scheduling_latency (also 7 and 8): sequential requests per endpoint per run
     documents: int  # api_latency_under_cpu_load: documents analysed per run
     document_bytes: int
     upload_concurrency: int
@@ -66,10 +66,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="repetitions of each measurement (default 5; smoke 2)")
     parser.add_argument(
         "--only",
-        default="1,2,3,4,5,6,7",
-        help="comma-separated metrics to measure, by number (1-7) or name (scheduling_latency, "
-        "api_latency_under_cpu_load, task_throughput, lambda_latency, template_time, image_sizes); "
-        "the others are reported as not measured",
+        default="1,2,3,4,5,6,7,8",
+        help="comma-separated metrics to measure, by number (1-8) or name (scheduling_latency, "
+        "api_latency_under_cpu_load, task_throughput, lambda_latency, template_time, image_sizes, "
+        "task_control_costs, observability_cost); the others are reported as not measured",
     )
     parser.add_argument(
         "--reuse",

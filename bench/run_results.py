@@ -20,9 +20,10 @@ KEYS = {
     5: ["copy", "ci"],
     6: ["deploy"],
     7: ["m7"],
+    8: ["m8"],
 }
 SAMPLE_KEYS = {1: ["m1"], 2: ["m2", "m2_idle"]}
-ON_SERVERS = ("m1", "m2", "m3", "m7")
+ON_SERVERS = ("m1", "m2", "m3", "m7", "m8")
 
 
 class Results:
@@ -32,13 +33,14 @@ class Results:
             "m2": {},
             "m3": {},
             "m7": {},
+            "m8": {},
             "celery": None,
             "postgres": None,
             "deploy": None,
             "copy": {},
             "ci": None,
             "unavailable": {},
-            "skipped": {str(n): "not selected (--only)" for n in range(1, 8) if n not in only},
+            "skipped": {str(n): "not selected (--only)" for n in KEYS if n not in only},
         }
         self.samples: dict[str, Any] = {"m1": {}, "m2": {}, "m2_idle": {}}
         self.versions: dict[str, str] = {}
@@ -56,6 +58,9 @@ class Results:
         taken = []
         for number, keys in KEYS.items():
             if number in only:
+                continue
+            if not any(key in data for key in keys):  # a run from before this metric existed
+                self.data["skipped"][str(number)] = f"not measured: not in the reused {path.name} (an older run)"
                 continue
             for key in keys:
                 self.data[key] = data.get(key)
@@ -79,7 +84,7 @@ class Results:
         self.reused = {"metrics": taken, "date": meta.get("date", "?"), "dates": dates}
 
     def has_numbers(self, system: str) -> bool:
-        return any(self.data[key].get(system) for key in ON_SERVERS)
+        return any((self.data[key] or {}).get(system) for key in ON_SERVERS)
 
     def record_failure(self, reason: str, systems: tuple[str, ...], result: str | None) -> None:
         """A part failed: say so for the systems (and the result key) it was for, unless they already have numbers."""

@@ -5,10 +5,12 @@ also run under a rendered project's interpreter."""
 import os
 
 # What would change the apps' settings. Callers too: the rendered servers run with the default
-# AUTH_MODE (none), as `uv run` does.
+# AUTH_MODE (none), as `uv run` does; and with the default telemetry: metrics on, tracing off
+# (no OTEL_* variable, so the OpenTelemetry SDK is never imported). A metric that wants another
+# setting says so in the system's own env (systems.py `System.variant`).
 _SETTINGS_PREFIXES = (
     "TASK_", "LOG_LEVEL", "UPLOAD_DIR", "OUTBOX_DIR", "ACTIVITY_LOG_PATH", "MAX_UPLOAD_BYTES",
-    "AUTH_", "API_KEYS", "JWT_",
+    "AUTH_", "API_KEYS", "JWT_", "METRICS_ENABLED", "WORKER_METRICS_PORT", "OTEL_",
 )  # fmt: skip
 
 

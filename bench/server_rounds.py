@@ -1,4 +1,4 @@
-"""How the metrics measured against the running servers (1-3) are run.
+"""How the metrics measured against the running servers (1-3, 7, 8) are run.
 
 Each metric gets freshly started servers (nothing left over from the previous one), is repeated
 `sizes.runs` times with the systems interleaved (the order rotates each run, so none is always

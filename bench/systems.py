@@ -6,13 +6,14 @@ output sent to a log file. variants.py makes them (rendered variants and the sto
 """
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,30 @@ class System:
             time.sleep(0.05)
         self.stop()
         raise SetupError(f"{self.label} did not answer /health within {timeout:.0f}s; see {self.log_path}")
+
+    def variant(self, name: str, **env: str) -> "System":
+        """A second server of the same code (interpreter, app, module) with `env` on top of this
+        one's environment; its own working directory and log (suffixed `-name`); not started."""
+        return dataclasses.replace(
+            self,
+            label=f"{self.label}, {name}",
+            workdir=self.workdir.with_name(f"{self.workdir.name}-{name}"),
+            log_path=self.log_path.with_name(f"{self.log_path.stem}-{name}{self.log_path.suffix}"),
+            env={**self.env, **env},
+            process=None,
+            base_url="",
+        )
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator["System"]:
+        """Started from an empty working directory for the `with` block, stopped after it
+        (whatever happens inside). For the variants metrics start next to the systems as started."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def healthy(self) -> bool:
         if self.process is None or self.process.poll() is not None:
