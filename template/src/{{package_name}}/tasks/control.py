@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import Protocol, TypeVar
@@ -301,11 +301,31 @@ def report_progress(done: float, total: float | None = None, message: str | None
     """
     control = _current.get()
     if control is None:
+        forward = _forwarded.get()
+        if forward is not None:
+            forward(done, total, message)
         return
     try:
         control.report_progress(done, total, message)
     except Exception:
         logger.exception("could not record the task's progress; it goes on")
+
+
+# A task in a worker process (`@task(cpu_bound=True)`, tasks/runner/processes.py) has no attempt
+# of its own there: its reports go over the pipe to the attempt in the runner's process.
+_forwarded: ContextVar[Callable[[float, float | None, str | None], None] | None] = ContextVar(
+    "task_progress_forwarded", default=None
+)
+
+
+@contextlib.contextmanager
+def forward_reports(send: Callable[[float, float | None, str | None], None]) -> Iterator[None]:
+    """Inside, `report_progress` outside an attempt calls `send` (a worker process's pipe)."""
+    token = _forwarded.set(send)
+    try:
+        yield
+    finally:
+        _forwarded.reset(token)
 
 
 def run_on_loop(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> T:

@@ -38,6 +38,10 @@ class TaskSpec(Generic[P, R]):
     timeout: float | None = None
     # A periodic task's cron expression (five fields, UTC): tasks/periodic.py fires it.
     schedule: str | None = None
+    # CPU-heavy sync work: the pure-Python runner runs it in a worker process, off the API's GIL
+    # (tasks/runner/processes.py); elsewhere it runs as any sync task (Celery's and Lambda's are
+    # processes of their own already, the native runner's heavy work releases the GIL).
+    cpu_bound: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -192,6 +196,7 @@ def task(
     backoff_max: float = 30.0,
     timeout: float | None = None,
     schedule: str | None = None,
+    cpu_bound: bool = False,
 ) -> Callable[[Callable[P, R]], TaskSpec[P, R]]: ...
 
 
@@ -205,6 +210,7 @@ def task(
     backoff_max: float = 30.0,
     timeout: float | None = None,
     schedule: str | None = None,
+    cpu_bound: bool = False,
 ) -> TaskSpec[P, R] | Callable[[Callable[P, R]], TaskSpec[P, R]]:
     """Register `fn` as a task: `@task` or `@task(max_attempts=5, timeout=30)`.
 
@@ -215,6 +221,10 @@ def task(
     month, day of week; in UTC) at whose times the task is fired once across every process
     (tasks/periodic.py). A periodic task takes no arguments. A bad expression, or a function
     with required parameters, raises ValueError naming the task.
+
+    `cpu_bound=True` marks CPU-heavy sync work (parsing, hashing, number crunching in Python):
+    the pure-Python runner runs it in a worker process, so the API answers meanwhile. Such a task
+    must be a plain (not async) function; its timeout and cancellation kill its process.
     """
     policy = RetryPolicy(
         max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max
@@ -226,12 +236,18 @@ def task(
         task_name = name or f"{function.__module__}.{function.__qualname__}"
         if schedule is not None:
             _check_schedule(task_name, function, schedule)
+        if cpu_bound and inspect.iscoroutinefunction(function):
+            raise ValueError(
+                f"task {task_name!r} is async: cpu_bound=True is for plain functions, whose "
+                "work holds the GIL (an async task waits on I/O; it needs no process)"
+            )
         spec: TaskSpec[P, R] = TaskSpec(
             name=task_name,
             fn=function,
             retry=policy,
             timeout=timeout,
             schedule=schedule,
+            cpu_bound=cpu_bound,
         )
         registry.add(spec)
         return spec
