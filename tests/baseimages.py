@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # The python3 each Debian release ships: the only versions a stand-in can be made for.
 DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13", "forky": "3.14"}
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+# A download the mirror failed (a package of a moving suite listed before it is served) is tried
+# again, this many times in all, waiting longer each time.
+DEBOOTSTRAP_ATTEMPTS = 3
+DEBOOTSTRAP_RETRY_DELAY = 30.0
 # Every Debian release from bookworm on is bootstrapped by the same script, `sid`: the release
 # names are symbolic links to it. A debootstrap older than a release has no link for it yet
 # (bookworm's own debootstrap knows trixie but not forky), so such a release gets that script.
@@ -334,22 +339,31 @@ def _debootstrap(
         raise BaseImageUnavailable("debootstrap is not installed (.ci/install-deploy.sh installs it)")
     with tempfile.TemporaryDirectory(dir="/var/tmp") as work:
         rootfs = Path(work) / "rootfs"
-        result = subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(packages)}",
-                suite,
-                str(rootfs),
-                DEBIAN_MIRROR,
-                *debootstrap_script(suite),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        for attempt in range(1, DEBOOTSTRAP_ATTEMPTS + 1):
+            shutil.rmtree(rootfs, ignore_errors=True)
+            result = subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(packages)}",
+                    suite,
+                    str(rootfs),
+                    DEBIAN_MIRROR,
+                    *debootstrap_script(suite),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            transient = "Couldn't download" in result.stdout + result.stderr
+            if result.returncode == 0 or not transient or attempt == DEBOOTSTRAP_ATTEMPTS:
+                break
+            # A mirror of a moving suite (forky) may list a package a moment before it serves it.
+            time.sleep(DEBOOTSTRAP_RETRY_DELAY * attempt)
         if result.returncode != 0:
-            raise RuntimeError(f"debootstrap {suite} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"debootstrap {suite} failed ({attempt} attempts):\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            )
         # What Debian's own slim images drop: package lists, downloaded .debs, docs, man pages.
         for leftover in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man", "usr/share/info"):
             shutil.rmtree(rootfs / leftover, ignore_errors=True)
