@@ -101,7 +101,8 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         "the numeric cells), while `GET /health` is probed "
         f"every {sizes.probe_interval * 1000:.0f} ms on its own connection until every analysis is final. "
         "Stock: the article's upload endpoint with the analysis in Python in a `BackgroundTasks` function. "
-        "Template: its example upload endpoint; the Python runner runs the Python analysis on its thread pool, "
+        "Template: its example upload endpoint; the Python runner runs the Python analysis in a worker "
+        "process (`@task(cpu_bound=True)`; one process on 2 cores: one per CPU but one), "
         "the Rust runner runs the native analysis with the GIL released. The idle row is the same probe "
         f"for {sizes.idle_probe_seconds:g} s before the uploads.",
         f"3. **Throughput.** {sizes.tasks:,} `POST /projects/{{id}}/tasks` ({sizes.task_concurrency} connections), "
