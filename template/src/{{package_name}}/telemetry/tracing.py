@@ -108,8 +108,12 @@ def configure_tracing(default_service_name: str) -> bool:
         SpanExporter,
     )
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override this default (the SDK reads them).
-    provider = TracerProvider(resource=Resource.create({"service.name": default_service_name}))
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, read by the SDK; the project's name where
+    # they name no service (the SDK would say "unknown_service").
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": default_service_name}))
+    provider = TracerProvider(resource=resource)
     exporter: SpanExporter
     if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
         exporter = ConsoleSpanExporter()
