@@ -22,11 +22,12 @@ served the earlier runs too (metrics 1-3 and 7 share it the same way), so its ta
 more records, which costs an SQLite insert nothing measurable at these sizes.
 """
 
+import functools
 import time
 from typing import Any
 
 from load_client import client, summary
-from report_cells import TIMES, Table, good_runs, median, ms, not_measured, runner_name
+from report_cells import TIMES, Table, good_runs, median, not_measured, p50_p99, runner_name
 from report_cells import unavailable_reason as why_not
 from run_results import Results
 from server_rounds import settle
@@ -124,10 +125,7 @@ def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
         reason = why_not(results, key, NUMBER)
         t = stats(results, key) if reason is None else None
 
-        def pair(mode: str, t: dict[str, float | None] | None = t, reason: str | None = reason) -> str:
-            if t is None:
-                return not_measured(reason or "")
-            return f"{ms(t[mode + '_p50'])} / {ms(t[mode + '_p99'])} ms"
+        pair = functools.partial(p50_p99, t, reason=reason)
 
         if t is None:
             verdict = not_measured(reason or "")

@@ -67,6 +67,13 @@ def not_measured(reason: str) -> str:
     return f"not measured: {cell_text(reason)}"
 
 
+def p50_p99(stats: dict[str, float | None] | None, name: str, reason: str | None = None) -> str:
+    """`name`'s p50 / p99 cell in ms, or why it was not measured (`stats` None)."""
+    if stats is None:
+        return not_measured(reason or "")
+    return f"{ms(stats[name + '_p50'])} / {ms(stats[name + '_p99'])} ms"
+
+
 def cell_text(text: str, limit: int = 140) -> str:
     """One line, no table-breaking pipes, short (the full reasons are listed under the table)."""
     flat = " ".join(text.split()).replace("|", "/")

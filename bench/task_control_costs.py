@@ -9,13 +9,14 @@
 """
 
 import asyncio
+import functools
 import itertools
 import time
 from typing import Any
 
 import httpx
 from load_client import Probed, closed_loop, probe_while, summary
-from report_cells import RUNNERS, TIMES, Table, good_runs, median, ms, not_measured
+from report_cells import RUNNERS, TIMES, Table, good_runs, median, p50_p99
 from report_cells import unavailable_reason as why_not
 from run_results import Results
 from server_rounds import settle
@@ -137,10 +138,7 @@ def add_rows(table: Table, results: dict[str, Any], sizes: Any) -> None:
         reason = why_not(results, key, NUMBER)
         t = stats(results, key) if reason is None else None
 
-        def pair(name: str, t: dict[str, float | None] | None = t, reason: str | None = reason) -> str:
-            if t is None:
-                return not_measured(reason or "")
-            return f"{ms(t[name + '_p50'])} / {ms(t[name + '_p99'])} ms"
+        pair = functools.partial(p50_p99, t, reason=reason)
 
         cost = "—" if t is None or t["key_cost_p50"] is None else f"{t['key_cost_p50']:+.3f} ms"
         rate = "" if t is None or t["calls_per_second"] is None else f" ({t['calls_per_second']:,.0f} calls/s reached)"
