@@ -14,8 +14,8 @@
   Gateway verified (in the event) are taken as they are.
 
 Another identity provider plugs in as one more `Authenticator`: a class with
-`authenticate(request, token) -> Caller` that raises `NotAuthenticatedError`, returned by
-`build_authenticator`.
+`authenticate(request, token) -> Caller` that raises `NotAuthenticatedError` (and `blocks = False`
+if it never waits on the network, so it runs on the event loop), returned by `build_authenticator`.
 """
 
 import hashlib
@@ -27,6 +27,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .settings import Settings, parse_api_keys
@@ -56,17 +57,25 @@ class NotAuthenticatedError(HTTPException):
 
 
 class Authenticator(Protocol):
+    # True if `authenticate` may wait on the network (fetching an identity provider's keys): it
+    # then runs on a worker thread. An authenticator without the attribute is taken to block.
+    blocks: bool
+
     def authenticate(self, request: Request, token: str | None) -> Caller:
         """The caller `token` (the bearer credentials, if any) proves; raise
         NotAuthenticatedError if it proves none."""
 
 
 class NoAuthentication:
+    blocks = False
+
     def authenticate(self, request: Request, token: str | None) -> Caller:
         return Caller(id=ANONYMOUS, is_admin=True)
 
 
 class ApiKeyAuthentication:
+    blocks = False
+
     def __init__(self, digests: Mapping[str, bytes], admins: frozenset[str]) -> None:
         self._digests = dict(digests)
         self._admins = admins
@@ -96,6 +105,9 @@ class JwtAuthentication:
         self._algorithms = [name.strip() for name in algorithms.split(",")]
         self._admin_scope = settings.auth_admin_scope
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        # A JWKS is fetched (and fetched again for an unknown key id) over the network; a
+        # signature check alone takes microseconds.
+        self.blocks = self._jwks is not None
         self._trust_api_gateway = settings.jwt_api_gateway_authorizer
 
     def authenticate(self, request: Request, token: str | None) -> Caller:
@@ -158,13 +170,21 @@ _bearer = HTTPBearer(
 )
 
 
-def current_caller(
+async def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The `CurrentCaller` dependency (sync: verifying against a JWKS may fetch its keys)."""
+    """The `CurrentCaller` dependency.
+
+    Checked on the event loop: a key or a signature takes microseconds, less than the hop to a
+    worker thread (and back) that a sync dependency costs every request. Only an authenticator
+    that may wait on the network runs on a thread.
+    """
     authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.authenticate(request, credentials.credentials if credentials else None)
+    token = credentials.credentials if credentials else None
+    if getattr(authenticator, "blocks", True):
+        return await run_in_threadpool(authenticator.authenticate, request, token)
+    return authenticator.authenticate(request, token)
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
