@@ -6,9 +6,9 @@ task group and is known to break background tasks and context variables.
 """
 
 import logging
+import random
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,7 +108,10 @@ def _request_id_from(scope: Scope) -> str:
             if _ACCEPTABLE_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    # Not uuid4: os.urandom lets go of the GIL, and on a busy process the event loop then waits
+    # for a worker thread to give it back. A request id correlates log lines and is echoed to
+    # the client; it guards nothing (as OpenTelemetry's ids, which come from the same generator).
+    return f"{random.getrandbits(128):032x}"
 
 
 def _loggable(path: str) -> str:
