@@ -139,9 +139,10 @@ pub struct Drained<T> {
 /// 1024, so the loop runs as soon as a request wakes it, while the workers still have every
 /// cycle it leaves idle. Not lower: a worker also holds the GIL for a moment (its task's Python
 /// part, a progress report), and the loop waiting for that GIL waits as long as the worker waits
-/// for a CPU. Measured on 2 cores, 8 workers analysing 200 documents (bench metric 2, rounds
-/// interleaved): `GET /health` p99 was lowest at +10, above +19, 0, and +10 or +19 with
-/// SCHED_BATCH, which is therefore not used; the analyses finished no later than at 0.
+/// for a CPU. Measured on 2 cores, 8 workers analysing 200 documents (bench metric 2, 4 rounds
+/// interleaved on a shared, noisy host): the median `GET /health` p99 was lowest at +10 (18 ms,
+/// against 27 at 0, 25 at +19, 35-37 with SCHED_BATCH, which is therefore not used), p50 moved
+/// little, and the analyses finished no later than at 0.
 const WORKER_NICENESS: i32 = 10;
 
 /// How long `drain` waits, once its deadline has passed, for calls into tasks under way (a
