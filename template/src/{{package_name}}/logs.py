@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .log_output import LogOutput
 from .redaction import mask_emails
 from .telemetry.tracing import current_ids, joined
 
@@ -135,7 +136,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if _json_handler is not None:
         root.removeHandler(_json_handler)
-    _json_handler = logging.StreamHandler(sys.stderr)
+    # stderr, written off the event loop's thread (log_output.py).
+    _json_handler = LogOutput(sys.stderr)
     _json_handler.setFormatter(JsonFormatter())
     root.addHandler(_json_handler)
     root.setLevel(level)
