@@ -8,6 +8,7 @@ import api_latency_under_cpu_load
 import lambda_latency
 import observability_cost
 import scheduling_latency
+import targets
 import task_control_costs
 import task_throughput
 from metrics import METRICS
@@ -31,6 +32,16 @@ def write_markdown(path: Path, meta: dict[str, Any], results: dict[str, Any], si
     head = [line for metric in HEADLINE for line in metric.headline(results, sizes)]
     if head:
         lines += ["## Headline", "", *head, ""]
+    met = targets.all_targets(results, sizes)
+    lines += [
+        "## Targets",
+        "",
+        'What the template holds itself to, from this run\'s numbers (the rows of "Results" they come from '
+        "say how each is measured).",
+        "",
+        targets.markdown(met),
+        "",
+    ]
     lines += [
         "## Results",
         "",

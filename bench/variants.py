@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from processes import error_line, say
-from repository import BENCH_DIR
+from repository import BENCH_DIR, REPO_ROOT
 from run_results import Results
 from systems import SetupError, System, run, uv
 
@@ -151,12 +151,13 @@ def variant_answers(task_runner: str, **changes: Any) -> dict[str, Any]:
     return {**answers, **changes}
 
 
-def render(answers: Mapping[str, Any], destination: Path) -> float:
-    """Render a variant from the working tree; the seconds `copier copy` took."""
+def render(answers: Mapping[str, Any], destination: Path, template: Path = REPO_ROOT) -> float:
+    """Render a variant from the working tree (or from `template`, another checkout); the seconds
+    `copier copy` took."""
     shutil.rmtree(destination, ignore_errors=True)
     destination.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = render_variant(answers, destination, check=False)
+    result = render_variant(answers, destination, template=template, check=False)
     took = time.perf_counter() - started
     if result.returncode != 0:
         raise SetupError(f"copier copy failed: {error_line(result.stderr or result.stdout)}")
