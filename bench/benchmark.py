@@ -123,7 +123,7 @@ class BenchmarkRun:
     def start_celery(self) -> Any:
         if task_throughput.NUMBER not in self.only:
             return None
-        return task_throughput.start_celery(self.sizes.celery_tasks, self.work, self.logs)
+        return task_throughput.start_celery(self.sizes, self.work, self.logs)
 
     def finish_celery(self, process: Any) -> None:
         if process is not None:

@@ -42,6 +42,8 @@ class Sizes:
     task_concurrency: int
     copy_runs: int  # template_time: `copier copy` runs per variant
     celery_tasks: int
+    celery_rounds: int  # celery_throughput.py: rounds of its 1-vs-2-worker drains
+    celery_quiet_wait: float  # celery_throughput.py: longest wait for a quiet machine before a drain
     progress_seconds: float  # task_control_costs: how long the progress-reporting task runs
     timeout: float  # per measurement
 
@@ -49,12 +51,14 @@ class Sizes:
 FULL = Sizes(
     runs=5, warmup=200, requests=2000, documents=200, document_bytes=512 * 1024, upload_concurrency=4,
     probe_interval=0.005, idle_probe_seconds=2.0, tasks=10_000, task_concurrency=8, copy_runs=5,
-    celery_tasks=10_000, progress_seconds=4.0, timeout=600.0,
+    celery_tasks=10_000, celery_rounds=3, celery_quiet_wait=45.0, progress_seconds=4.0,
+    timeout=600.0,
 )  # fmt: skip
 SMOKE = Sizes(
     runs=2, warmup=5, requests=30, documents=6, document_bytes=16 * 1024, upload_concurrency=2,
     probe_interval=0.01, idle_probe_seconds=0.2, tasks=40, task_concurrency=4, copy_runs=1,
-    celery_tasks=20, progress_seconds=0.5, timeout=60.0,
+    celery_tasks=20, celery_rounds=1, celery_quiet_wait=0.0, progress_seconds=0.5,
+    timeout=60.0,
 )  # fmt: skip
 
 

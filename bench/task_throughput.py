@@ -18,7 +18,19 @@ from typing import Any
 import httpx
 from load_client import closed_loop, wait_for_count
 from processes import host_python, last_line, say
-from report_cells import STOCK, Table, good_runs, median, ms, not_measured, per_runner, ratio, runner_name, seconds
+from report_cells import (
+    STOCK,
+    TIMES,
+    Table,
+    good_runs,
+    median,
+    ms,
+    not_measured,
+    per_runner,
+    ratio,
+    runner_name,
+    seconds,
+)
 from report_cells import unavailable_reason as why_not
 from repository import REPO_ROOT
 from run_results import Results
@@ -68,11 +80,16 @@ async def measure(system: System, run: int, sizes: Any, results: Results) -> Non
 # -- the Celery variant and the PostgreSQL store: scripts of their own ------------------------
 
 
-def start_celery(tasks: int, work: Path, logs: Path) -> subprocess.Popen[str] | dict[str, str]:
-    """celery_throughput.py in the background, under the interpreter run.py was started with."""
+def start_celery(sizes: Any, work: Path, logs: Path) -> subprocess.Popen[str] | dict[str, str]:
+    """celery_throughput.py in the background, under the interpreter run.py was started with:
+    one worker's drain, then `sizes.celery_rounds` rounds of the 1-vs-2-worker drains."""
     if shutil.which("redis-server") is None:
         return {"missing": "redis-server is not installed (bash .ci/install-celery.sh)"}
-    return start_script(CELERY_SCRIPT, ["--tasks", str(tasks)], work, logs)
+    arguments = [
+        "--tasks", str(sizes.celery_tasks), "--rounds", str(sizes.celery_rounds),
+        "--quiet-wait", str(sizes.celery_quiet_wait),
+    ]  # fmt: skip
+    return start_script(CELERY_SCRIPT, arguments, work, logs)
 
 
 def finish_celery(process: subprocess.Popen[str] | dict[str, str], work: Path, logs: Path, limit: float) -> Any:
@@ -213,12 +230,63 @@ def add_celery_row(
     drain = celery.get("drain_seconds")
     rate = celery.get("throughput_tasks_per_s")
     enqueue = celery.get("enqueue_latency_ms", {})
+    concurrency = celery.get("worker_concurrency", "?")
     table.add(
-        f"3. Celery, one worker, {celery.get('tasks', '?'):,} tasks (bench/celery_throughput.py: drain time of a "
-        f"pre-filled queue; enqueue p50 / p99 {ms(enqueue.get('p50'))} / {ms(enqueue.get('p99'))} ms)",
+        f"3. Celery, one worker (--concurrency {concurrency}), {celery.get('tasks', '?'):,} tasks "
+        "(bench/celery_throughput.py: drain time of a pre-filled queue; "
+        f"enqueue p50 / p99 {ms(enqueue.get('p50'))} / {ms(enqueue.get('p99'))} ms)",
         stock_cell,
         f"{seconds(drain)} ({rate:.0f} tasks/s)" if rate else seconds(drain),
         ratio(drain, stock["seconds"]) if (stock and celery.get("tasks") == n) else "— (different sizes)",
+    )
+    add_celery_scaling_rows(table, celery)
+
+
+# The target: "Celery: 10,000 tasks with 2 worker processes at least 1.5x one worker's rate".
+CELERY_SCALING_TARGET = 1.5
+
+
+def add_celery_scaling_rows(table: Table, celery: dict[str, Any]) -> None:
+    """celery_throughput.py's scaling rounds: one worker process, two (what `--scale worker=2`
+    runs), and one with two pool processes; `--concurrency 1` per pool process. No stock
+    counterpart: the rows compare the template with itself."""
+    scaling = celery.get("scaling") or {}
+    shapes = scaling.get("shapes") or {}
+    rounds = scaling.get("rounds", "?")
+    labels = {
+        "one": f"3. Celery, 1 worker process (--concurrency 1), {celery.get('tasks', '?'):,} tasks: drain rate, "
+        f"median of {rounds} rounds (bench/celery_throughput.py: a fresh batch per drain, the shapes interleaved)",
+        "two": "3. Celery, 2 worker processes (--concurrency 1 each, as `--scale worker=2`), the same rounds: "
+        f"**rate ÷ 1 worker process's, target ≥ {CELERY_SCALING_TARGET}{TIMES}**",
+        "prefork2": "3. Celery, 1 worker process with --concurrency 2 (prefork), the same rounds: "
+        "rate ÷ 1 worker process's",
+    }
+    if not shapes:
+        why = "bench/celery_throughput.py ran no scaling rounds (--rounds 0, or an older results.json)"
+        for label in labels.values():
+            table.add(label, "—", not_measured(why), "—")
+        return
+    one = shapes["one"]["tasks_per_s"]
+    spread = scaling.get("round_ratios") or []
+    for name, label in labels.items():
+        rate = shapes[name]["tasks_per_s"]
+        cell = f"{rate:.0f} tasks/s"
+        if name != "one":
+            cell += f" = {rate / one:.2f}{TIMES}"
+        if name == "two":
+            if len(spread) > 1:
+                cell += f" (rounds {min(spread):.2f} to {max(spread):.2f}{TIMES})"
+            cell += ": met" if rate / one >= CELERY_SCALING_TARGET else ": **not met**"
+        table.add(f"{label}; CPU cores {cores_text(shapes[name].get('cpu_cores') or {})}", "—", cell, "—")
+
+
+def cores_text(cores: dict[str, float]) -> str:
+    """What the drain kept busy: on a small machine, whether the workers or the machine limit."""
+    if not cores:
+        return "not read"
+    return (
+        f"redis {cores.get('redis', 0):.2f}, worker main {cores.get('worker_main', 0):.2f}, "
+        f"pool {cores.get('pool', 0):.2f}, other processes {cores.get('others', 0):.2f}"
     )
 
 
