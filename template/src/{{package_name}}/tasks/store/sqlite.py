@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,8 +148,6 @@ def prepare_database_file(path: Path) -> None:
 
 
 _BUSY_TIMEOUT = 10.0
-# A wait for this process's write lock longer than this is taken off SQLite's busy timeout.
-_LONG_WAIT = 0.05
 
 
 def _use_write_ahead_log(connection: sqlite3.Connection) -> None:
@@ -182,11 +180,6 @@ class SqliteTaskStore:
         # bounded by the threads alive at once.
         self._connections: dict[int, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
-        # Writers of this process take turns here rather than in SQLite: a connection that finds
-        # the database locked sleeps in SQLite's busy handler (1, 2, 5, 10 ms...), long after the
-        # other thread's write (tens of microseconds) is done. Other processes still wait in
-        # SQLite, up to the busy timeout.
-        self._write_lock = threading.Lock()
         connection = self._connection()
         connection.executescript(_SCHEMA)
         # Under the write lock: processes opening an older database at once add each column once.
@@ -202,44 +195,13 @@ class SqliteTaskStore:
         """A transaction that holds the write lock from its start (BEGIN IMMEDIATE), so what it
         reads cannot change before it writes."""
         connection = self._connection()
-        with self._write_turn(connection):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-
-    def _write(self, statement: str, values: Sequence[Any]) -> sqlite3.Cursor:
-        """One statement that writes, a transaction of its own."""
-        connection = self._connection()
-        with self._write_turn(connection):
-            return connection.execute(statement, values)
-
-    @contextlib.contextmanager
-    def _write_turn(self, connection: sqlite3.Connection) -> Iterator[None]:
-        """This process's turn to write, within the busy timeout all told: a write waits no
-        longer behind writers of this process stuck on another process's lock than it would
-        have in SQLite, and then fails the same way ("database is locked")."""
-        started = time.monotonic()
-        if not self._write_lock.acquire(timeout=_BUSY_TIMEOUT):
-            raise sqlite3.OperationalError("database is locked (waited for this process's writers)")
+        connection.execute("BEGIN IMMEDIATE")
         try:
-            waited = time.monotonic() - started
-            if waited < _LONG_WAIT:
-                yield
-                return
-            # Only what is left of the timeout for SQLite's own wait (and the whole of it again
-            # for the next write).
-            remaining = max(0.0, _BUSY_TIMEOUT - waited)
-            connection.execute(f"PRAGMA busy_timeout = {int(remaining * 1000)}")
-            try:
-                yield
-            finally:
-                connection.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
-        finally:
-            self._write_lock.release()
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
 
     def _connection(self) -> sqlite3.Connection:
         thread = threading.get_ident()
@@ -258,7 +220,7 @@ class SqliteTaskStore:
         return connection
 
     def save(self, record: TaskRecord) -> None:
-        self._write(_SAVE, _to_row(record))
+        self._connection().execute(_SAVE, _to_row(record))
 
     def get(self, task_id: str) -> TaskRecord | None:
         row = (
@@ -302,7 +264,7 @@ class SqliteTaskStore:
     def save_progress(self, task_id: str, progress: TaskProgress, version: int) -> None:
         # Never back to an older version: a progress write that arrives after a later save of
         # the record (the one that ended it) does not undo that save's progress.
-        self._write(
+        self._connection().execute(
             "UPDATE tasks SET progress = ?, version = ? WHERE task_id = ? AND version <= ?",
             (progress_to_json(progress), version, task_id, version),
         )
@@ -311,7 +273,7 @@ class SqliteTaskStore:
         # The primary key (caller, key) decides: of two inserts racing, one is ignored. A new
         # key (the usual case) costs that one statement, a transaction of its own.
         row = _claim_row(claim)
-        if self._write(_CLAIM, row).rowcount == 1:
+        if self._connection().execute(_CLAIM, row).rowcount == 1:
             return None
         # Held: try again and read the holder in one transaction, so that a release between the
         # two cannot leave neither a claim of ours nor a holder to report.
@@ -325,7 +287,7 @@ class SqliteTaskStore:
         return claim_from_fields(dict(holder))
 
     def release_idempotency_key(self, caller: str, key: str, task_id: str) -> None:
-        self._write(
+        self._connection().execute(
             "DELETE FROM idempotency_claims WHERE caller = ? AND key = ? AND task_id = ?",
             (caller, key, task_id),
         )
@@ -333,7 +295,7 @@ class SqliteTaskStore:
     def claim_schedule_slot(self, schedule: str, slot: datetime) -> bool:
         # A slot is claimed by moving the schedule's latest slot forward to it, which only one
         # writer can do: a slot already claimed, or older than one claimed, is refused.
-        claimed = self._write(
+        claimed = self._connection().execute(
             """
             INSERT INTO schedule_slots (schedule, slot, claimed_at) VALUES (?, ?, ?)
             ON CONFLICT (schedule) DO UPDATE
@@ -345,12 +307,12 @@ class SqliteTaskStore:
         return claimed.rowcount == 1
 
     def heartbeat(self, owner: str) -> None:
-        self._write(
+        self._connection().execute(
             "INSERT OR REPLACE INTO runners (owner, seen_at) VALUES (?, ?)", (owner, time.time())
         )
 
     def retire(self, owner: str) -> None:
-        self._write("DELETE FROM runners WHERE owner = ?", (owner,))
+        self._connection().execute("DELETE FROM runners WHERE owner = ?", (owner,))
 
     def claim_orphans(self, owner: str, stale_after: float, limit: int) -> list[TaskRecord]:
         # IMMEDIATE takes the write lock up front, so two runners cannot claim the same rows.
