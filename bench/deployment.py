@@ -45,8 +45,8 @@ def main() -> None:
     report: dict[str, Any] = {"images": [], "lambda": {}}
     for variant in DEPLOYED_VARIANTS:
         project = WORK / variant.id
-        if not project.exists():
-            prepare_project(variant, project)
+        # Rendered again every run: a render kept from an earlier run would measure old code.
+        prepare_project(variant, project)
         for dockerfile, kind in image_sizes.DOCKERFILES:
             built = build_image(project, dockerfile, image_tag(variant, kind))
             entry: dict[str, Any] = {"variant": variant.id, "image": kind, "size_mb": round(built.size_mb, 1)}
