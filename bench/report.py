@@ -13,9 +13,12 @@ import task_control_costs
 import task_throughput
 from metrics import METRICS
 from report_cells import Table
+from repository import BENCH_DIR
 
 # The headline's order: the latency under load first, then scheduling, throughput and Lambda.
 HEADLINE = [api_latency_under_cpu_load, scheduling_latency, task_throughput, lambda_latency]
+# What changed in the code measured, and why: a section of its own, written by hand.
+CHANGES = BENCH_DIR / "CHANGES.md"
 # The scripts whose failure a results.json key records, for the "Not measured" list.
 SCRIPTS = {
     "celery": "bench/celery_throughput.py",
@@ -59,6 +62,9 @@ def write_markdown(path: Path, meta: dict[str, Any], results: dict[str, Any], si
     notes = not_measured_notes(results)
     if notes:
         lines += ["## Not measured", "", *notes, ""]
+    if CHANGES.exists():
+        # Written by hand with the changes it describes: what changed in the code measured, why.
+        lines += [CHANGES.read_text().strip(), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
