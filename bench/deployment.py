@@ -79,7 +79,7 @@ def markdown(report: dict[str, Any], runs: int) -> list[str]:
         )
     lines += [
         "",
-        "| Lambda handler (python runner) | import (ms) | first event (ms) | response, 1 s background task (ms) |",
+        "| Lambda handler (python runner) | import (ms) | first event: POST scheduling a task (ms) | response, 1 s background task (ms) |",
         "| --- | ---: | ---: | ---: |",
     ]
     for kind, label in (("stock", "stock Mangum + BackgroundTasks"), ("rendered", "rendered (SQS offload)")):

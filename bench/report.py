@@ -139,7 +139,8 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         "database with fresh replicas; the time is until every task's record in the database is final."
         + task_throughput.lag_note(results),
         "4. **Lambda**: bench/deployment.py: the handler module imported and its first event handled in a "
-        "fresh process (cold start), then an endpoint whose background task sleeps 1 s; stock Mangum runs the "
+        "fresh process (cold start; the event is a POST to `/process/` that schedules a task with the list of "
+        "one JSON object it carries, stored in DynamoDB and sent to SQS by the rendered handler), then an endpoint whose background task sleeps 1 s; stock Mangum runs the "
         "task before the handler returns, the rendered handler sends it to SQS (moto's server on loopback).",
         "5. **Template**: `copier copy --skip-tasks` from the working tree through tests/rendering.py; the whole "
         "test run is read from the last CI log.",
