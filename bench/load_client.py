@@ -5,17 +5,20 @@ itself. Latencies are measured by the client (request sent to response read), in
 """
 
 import asyncio
-import contextlib
+import json
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 # Loopback only: every base URL this module is given must point here.
 LOOPBACK_PREFIXES = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
 ACCEPTED = (200, 202)
+PROBER = Path(__file__).with_name("prober.py")
 
 RequestFactory = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
@@ -135,33 +138,24 @@ class Probed:
 
 
 async def probe_while(base_url: str, work: Awaitable[object], *, interval: float, path: str = "/health") -> Probed:
-    """GET `path` every `interval` seconds, on a connection of its own, until `work` is done."""
-    latencies: list[float] = []
-    errors = 0
-    stop = asyncio.Event()
+    """GET `path` every `interval` seconds, on a connection of its own, until `work` is done.
 
-    async def probe() -> None:
-        nonlocal errors
-        async with client(base_url, 1) as http:
-            while not stop.is_set():
-                started = time.perf_counter()
-                try:
-                    response = await http.get(path)
-                    elapsed = time.perf_counter() - started
-                    if response.status_code == 200:
-                        latencies.append(elapsed)
-                    else:
-                        errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                spent = time.perf_counter() - started
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, interval - spent))
-
-    prober = asyncio.create_task(probe())
+    The probe is a process of its own (prober.py): in this one, its answers would wait while the
+    event loop sends the work's requests, and the client's delay would count as the server's.
+    """
+    require_loopback(base_url)
+    prober = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROBER), base_url, path, str(interval),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert prober.stdin is not None and prober.stdout is not None
     try:
+        ready = await asyncio.wait_for(prober.stdout.readline(), timeout=30)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"the probe of {base_url}{path} did not start: {ready!r}")
         await work
     finally:
-        stop.set()
-        await prober
-    return Probed(latencies=latencies, errors=errors)
+        prober.stdin.close()
+        output, _ = await asyncio.wait_for(prober.communicate(), timeout=60)
+    probed = json.loads(output.decode().strip().splitlines()[-1])
+    return Probed(latencies=probed["latencies"], errors=probed["errors"])
