@@ -4,7 +4,7 @@
 //! them itself (from Python, through the attempt lifecycle every backend shares), and the
 //! [`Verdict`] of each attempt tells the pool whether to run the task again, and when. What the
 //! pool owns is delivery: the queue bound, the worker threads (and replacing one that died), the
-//! timeout of one attempt, and what a drain leaves behind.
+//! timeout of one attempt, how many CPU-bound tasks run at once, and what a drain leaves behind.
 //!
 //! Plain Rust, so `cargo test` covers it without Python; `lib.rs` plugs Python jobs in through
 //! the [`Task`] trait.
@@ -39,6 +39,12 @@ pub trait Task: Send + Sync + 'static {
         attempt: &Self::Attempt,
         result: Result<Self::Output, Failure<Self::Error>>,
     ) -> Verdict;
+
+    /// Whether its attempts keep a CPU busy throughout: at most the pool's CPU-bound limit of
+    /// such tasks run at once (see [`Pool::limit_cpu_bound`]).
+    fn cpu_bound(&self) -> bool {
+        false
+    }
 }
 
 /// What `Task::begin` found.
@@ -192,6 +198,8 @@ struct State<T> {
     /// A handle on each running entry, so that one whose worker dies is not lost.
     running: BTreeMap<u64, Entry<T>>,
     next_key: u64,
+    /// At most this many CPU-bound tasks run at once.
+    cpu_bound_limit: usize,
 }
 
 impl<T> State<T> {
@@ -253,6 +261,40 @@ impl<T> State<T> {
         let ids = entries.iter().map(|entry| entry.id.clone());
         self.abandoned.extend(ids);
         entries.into_iter().map(|entry| entry.task).collect()
+    }
+}
+
+impl<T: Task> State<T> {
+    /// The next entry to start: waiting ones that are due first, then the queue, each in order.
+    /// While the CPU-bound limit is reached a CPU-bound entry is passed over, and keeps its
+    /// place: the tasks behind it are not held up, and it starts when a CPU-bound attempt ends.
+    fn take_startable(&mut self, now: Instant) -> Option<Entry<T>> {
+        let cpu_bound_running = self
+            .running
+            .values()
+            .filter(|entry| entry.task.cpu_bound())
+            .count();
+        let may_start =
+            |entry: &Entry<T>| cpu_bound_running < self.cpu_bound_limit || !entry.task.cpu_bound();
+        let due = self
+            .waiting
+            .range(..=(now, u64::MAX))
+            .find(|(_, entry)| may_start(entry))
+            .map(|(&key, _)| key);
+        if let Some(key) = due {
+            return self.waiting.remove(&key);
+        }
+        let position = self.queue.iter().position(may_start)?;
+        self.queue.remove(position)
+    }
+
+    /// When the first waiting entry not yet due falls due. (A due one that could not start
+    /// waits for a CPU-bound attempt to end, which wakes a worker.)
+    fn next_due_after(&self, now: Instant) -> Option<Instant> {
+        self.waiting
+            .keys()
+            .map(|&(due, _)| due)
+            .find(|&due| due > now)
     }
 }
 
@@ -347,6 +389,7 @@ impl<T: Task> Pool<T> {
             waiting: BTreeMap::new(),
             running: BTreeMap::new(),
             next_key: 0,
+            cpu_bound_limit: workers.get(),
         };
         let shared = Shared {
             state: Mutex::new(state),
@@ -359,6 +402,15 @@ impl<T: Task> Pool<T> {
             workers,
             capacity,
         }
+    }
+
+    /// Lets at most `slots` CPU-bound tasks ([`Task::cpu_bound`]) run at once; by default as many
+    /// as there are workers. With fewer slots than CPUs, a CPU is always left to the threads
+    /// that answer requests. A CPU-bound task waiting for a slot takes no worker, and its wait
+    /// is not part of its attempt's timeout.
+    pub fn limit_cpu_bound(self, slots: NonZeroUsize) -> Self {
+        self.shared.lock().cpu_bound_limit = slots.get();
+        self
     }
 
     /// Takes one queue slot for a later `submit`.
@@ -606,6 +658,10 @@ fn work<T: Task>(shared: &Shared<T>, name: String) {
         let mut state = shared.lock();
         state.running.remove(&key);
         worker.holding = None;
+        if entry.task.cpu_bound() {
+            // Its slot is free: a CPU-bound entry passed over may start now.
+            shared.work_ready.notify_one();
+        }
         match verdict {
             Verdict::Done => {}
             Verdict::RetryAfter(delay) => {
@@ -624,23 +680,19 @@ fn work<T: Task>(shared: &Shared<T>, name: String) {
 
 /// Waits for the next entry to run, due waiting ones first; `None` once the pool has stopped,
 /// or is closed and has nothing left to start.
-fn next_entry<T>(shared: &Shared<T>) -> Option<(u64, Entry<T>)> {
+fn next_entry<T: Task>(shared: &Shared<T>) -> Option<(u64, Entry<T>)> {
     let mut state = shared.lock();
     loop {
         if state.stopped {
             return None;
         }
         let now = Instant::now();
-        let next_due = state.waiting.first_key_value().map(|(&(due, _), _)| due);
-        let entry = match next_due {
-            Some(due) if due <= now => state.waiting.pop_first().map(|(_, entry)| entry),
-            _ => state.queue.pop_front(),
-        };
-        if let Some(entry) = entry {
+        if let Some(entry) = state.take_startable(now) {
             let key = state.new_key();
             state.running.insert(key, entry.clone());
             return Some((key, entry));
         }
+        let next_due = state.next_due_after(now);
         state = match next_due {
             Some(due) => {
                 shared
@@ -649,7 +701,11 @@ fn next_entry<T>(shared: &Shared<T>) -> Option<(u64, Entry<T>)> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0
             }
-            None if state.closed => return None,
+            // Closed with nothing left to start; a CPU-bound entry that waits for a slot is
+            // still to start.
+            None if state.closed && state.queue.is_empty() && state.waiting.is_empty() => {
+                return None;
+            }
             None => shared
                 .work_ready
                 .wait(state)
@@ -781,6 +837,7 @@ mod tests {
         max_attempts: u32,
         retry_delay: Duration,
         attempts: AtomicU32,
+        cpu_bound: bool,
     }
 
     impl Task for Probe {
@@ -796,6 +853,10 @@ mod tests {
 
         fn run(&self, attempt: &u32) -> Result<u32, String> {
             (self.behaviour)(*attempt)
+        }
+
+        fn cpu_bound(&self) -> bool {
+            self.cpu_bound
         }
 
         fn settle(&self, &attempt: &u32, result: Result<u32, Failure<String>>) -> Verdict {
@@ -899,6 +960,7 @@ mod tests {
             max_attempts,
             retry_delay: Duration::from_millis(1),
             attempts: AtomicU32::new(0),
+            cpu_bound: false,
         }
     }
 
@@ -967,6 +1029,41 @@ mod tests {
             here,
             "the thread that made the pool is unchanged"
         );
+    }
+
+    #[test]
+    fn cpu_bound_tasks_keep_to_their_limit_and_hold_up_no_other_task() {
+        let one = NonZeroUsize::new(1).unwrap();
+        let (pool, log, gate) = (
+            pool(3, 8).limit_cpu_bound(one),
+            Log::default(),
+            Gate::default(),
+        );
+        let cpu_bound = |id: &str, behaviour| Probe {
+            cpu_bound: true,
+            ..probe(&log, id, 1, behaviour)
+        };
+        let first = cpu_bound("first", Box::new(blocked_on(&gate)) as Behaviour);
+        pool.submit("first".into(), first, NO_TIMEOUT, NOW).unwrap();
+        wait_until(|| pool.counters().running == 1);
+        // The one CPU-bound slot is taken: the second waits, taking no worker; a plain task
+        // behind it starts on a free worker.
+        let short = Duration::from_millis(50);
+        let second = cpu_bound("second", Box::new(Ok) as Behaviour);
+        pool.submit("second".into(), second, Some(short), NOW)
+            .unwrap();
+        submit(&pool, &log, "plain", 1, Ok).unwrap();
+        wait_until(|| log.of("plain") == [Event::Began(1), Event::Succeeded(1, 1)]);
+        assert_eq!(log.of("second"), []);
+        assert_eq!(pool.counters().queued, 1);
+        assert_eq!(pool.counters().running, 1);
+
+        // Waiting for the slot is not part of the attempt's timeout, however long it lasts.
+        thread::sleep(short * 2);
+        gate.open();
+        assert!(pool.drain(SOON).unfinished.is_empty());
+        assert_eq!(log.of("first"), [Event::Began(1), Event::Succeeded(1, 0)]);
+        assert_eq!(log.of("second"), [Event::Began(1), Event::Succeeded(1, 1)]);
     }
 
     #[test]
