@@ -1,7 +1,8 @@
 """Metric 2: how fast the API answers while CPU-heavy tasks run.
 
 CSV documents are uploaded and analysed in the background while `GET /health` is probed on a
-connection of its own until every analysis is final; the same probe, idle, is the reference.
+connection of its own, from a process of its own (load_client.probe_while), until every analysis
+is final; the same probe, idle, is the reference.
 """
 
 import asyncio

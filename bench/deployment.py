@@ -79,7 +79,8 @@ def markdown(report: dict[str, Any], runs: int) -> list[str]:
         )
     lines += [
         "",
-        "| Lambda handler (python runner) | import (ms) | first event: POST scheduling a task (ms) | response, 1 s background task (ms) |",
+        "| Lambda handler (python runner) | import (ms) | first event: POST scheduling a task (ms) "
+        "| response, 1 s background task (ms) |",
         "| --- | ---: | ---: | ---: |",
     ]
     for kind, label in (("stock", "stock Mangum + BackgroundTasks"), ("rendered", "rendered (SQS offload)")):
@@ -88,6 +89,27 @@ def markdown(report: dict[str, Any], runs: int) -> list[str]:
             f"| {label} | {numbers['import_s'] * 1000:.0f} | {numbers['first_event_s'] * 1000:.0f} "
             f"| {numbers['task_response_s'] * 1000:.0f} |"
         )
+    return lines + import_profile_table(report["lambda"].get("import_profile"))
+
+
+def import_profile_table(profiles: dict[str, list[list[Any]]] | None) -> list[str]:
+    """The import profiles of both handler modules side by side (lambda_latency.import_profile)."""
+    if not profiles:
+        return []
+    stock, rendered = profiles["stock"], profiles["rendered"]
+    lines = [
+        "",
+        "Import of the handler module, `python -X importtime`: self time summed per top-level package (ms), "
+        "the top ten of each (the rendered module's own includes making the app and starting it: the store, "
+        "the SQS client).",
+        "",
+        "| # | stock Mangum | ms | rendered handler | ms |",
+        "| ---: | --- | ---: | --- | ---: |",
+    ]
+    for number in range(max(len(stock), len(rendered))):
+        left = stock[number] if number < len(stock) else ("", "")
+        right = rendered[number] if number < len(rendered) else ("", "")
+        lines.append(f"| {number + 1} | {left[0]} | {left[1]} | {right[0]} | {right[1]} |")
     return lines
 
 

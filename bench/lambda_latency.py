@@ -18,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ AWS_ENV = {
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# The import profile lists this many packages.
+IMPORT_PROFILE_TOP = 10
 
 # The stock way: FastAPI's BackgroundTasks behind Mangum, whose default lifespan="auto" runs the
 # app's startup and shutdown around every invocation. The task runs before the handler returns.
@@ -131,11 +134,20 @@ def measure(project: Path, runs: int) -> dict[str, dict[str, float]]:
     """Stock and rendered numbers (medians of `runs` fresh processes) for a rendered, locked project."""
     from tests.local_aws import local_stack, moto_server
 
-    synced = run([tool("uv"), "sync", "--quiet"], cwd=project, env={"UV_PYTHON_DOWNLOADS": "never"})
+    # Bytecode compiled beforehand, everywhere, as in the Lambda image (UV_COMPILE_BYTECODE=1, the
+    # service installed as a wheel) and in any pip-installed deployment of stock: the measured
+    # processes may not write it (PYTHONDONTWRITEBYTECODE), and would then compile every module
+    # from source on every cold start.
+    synced = run(
+        [tool("uv"), "sync", "--quiet", "--compile-bytecode"], cwd=project, env={"UV_PYTHON_DOWNLOADS": "never"}
+    )
     assert synced.returncode == 0, synced.stderr
     (project / "stock_mangum.py").write_text(STOCK_MODULE)
     probe = project / "lambda_probe.py"
     probe.write_text(EVENT_FUNCTION + textwrap.dedent(PROBE).format(package=PACKAGE))
+    python = str(project / ".venv" / "bin" / "python")
+    compiled = run([python, "-m", "compileall", "-q", "src", "stock_mangum.py"], cwd=project)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     results: dict[str, dict[str, float]] = {}
     with moto_server() as endpoint:
         # The queue and table as the rendered template.yaml declares them, as in the Lambda tests.
@@ -154,14 +166,35 @@ def measure(project: Path, runs: int) -> dict[str, dict[str, float]]:
             # embedded metric format, and never loads prometheus_client.
             "AWS_LAMBDA_FUNCTION_NAME": "bench-cold-start",
         }
-        for kind, env in (("stock", AWS_ENV), ("rendered", rendered_env)):
+        profiles = {}
+        for kind, env, module in (
+            ("stock", AWS_ENV, "stock_mangum"),
+            ("rendered", rendered_env, f"{PACKAGE}.lambda_handler"),
+        ):
             samples = []
             for _ in range(runs):
                 measured = run([str(project / ".venv" / "bin" / "python"), str(probe), kind], cwd=project, env=env)
                 assert measured.returncode == 0, measured.stdout + measured.stderr[-3000:]
                 samples.append(json.loads(measured.stdout.strip().splitlines()[-1]))
             results[kind] = {key: statistics.median([sample[key] for sample in samples]) for key in samples[0]}
-    return results
+            profiles[kind] = import_profile(project, module, env)
+    return {**results, "import_profile": profiles}
+
+
+def import_profile(project: Path, module: str, env: dict[str, str]) -> list[tuple[str, float]]:
+    """Where the import of `module` spends its time: `python -X importtime`'s self times, summed
+    per top-level package (ms), the largest first. One process, after the measured ones compiled
+    the bytecode; importtime's own overhead inflates every figure a little, alike."""
+    python = str(project / ".venv" / "bin" / "python")
+    profiled = run([python, "-X", "importtime", "-c", f"import {module}"], cwd=project, env=env)
+    assert profiled.returncode == 0, profiled.stderr[-3000:]
+    totals: Counter[str] = Counter()
+    for line in profiled.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if not line.startswith("import time:") or len(fields) != 3 or not fields[0].strip().isdigit():
+            continue
+        totals[fields[2].strip().split(".")[0]] += int(fields[0]) / 1000
+    return [(name, round(spent, 1)) for name, spent in totals.most_common(IMPORT_PROFILE_TOP)]
 
 
 # -- the smoke run's Lambda part --------------------------------------------------------------
@@ -217,7 +250,8 @@ def measure_once(output: Path, work: Path) -> None:
 # -- in the report ----------------------------------------------------------------------------
 
 ROWS = [
-    "4. Lambda cold start: import of the handler module + first event, a POST scheduling a task (stock Mangum vs rendered handler)",
+    "4. Lambda cold start: import of the handler module + first event, a POST scheduling a task "
+    "(stock Mangum vs rendered handler)",
     "4. Lambda response time with a 1 s background task (stock Mangum vs rendered handler, SQS offload)",
 ]
 

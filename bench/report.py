@@ -116,11 +116,14 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         f"{sizes.document_bytes // 1024} KiB uploaded to `POST /documents/upload` ({sizes.upload_concurrency} at "
         "a time), each analysed in the background (bytes, lines, words, SHA-256, and per-column statistics of "
         "the numeric cells), while `GET /health` is probed "
-        f"every {sizes.probe_interval * 1000:.0f} ms on its own connection until every analysis is final. "
+        f"every {sizes.probe_interval * 1000:.0f} ms on its own connection, from a process of its own "
+        "(bench/prober.py: the load client's event loop would delay reading its answers), until every "
+        "analysis is final. "
         "Stock: the article's upload endpoint with the analysis in Python in a `BackgroundTasks` function. "
         "Template: its example upload endpoint; the Python runner runs the Python analysis in a worker "
         "process (`@task(cpu_bound=True)`; one process on 2 cores: one per CPU but one), "
-        "the Rust runner runs the native analysis with the GIL released. The idle row is the same probe "
+        "the Rust runner runs the native analysis with the GIL released, one analysis at a time (its "
+        "`TASK_CPU_BOUND_SLOTS`, one per CPU but one). The idle row is the same probe "
         f"for {sizes.idle_probe_seconds:g} s before the uploads.",
         f"3. **Throughput.** {sizes.tasks:,} `POST /projects/{{id}}/tasks` ({sizes.task_concurrency} connections), "
         "the articles' activity-log task (one entry per task: a line appended to a file in stock's, a "
@@ -140,8 +143,11 @@ def explanations(sizes: Any, results: dict[str, Any]) -> list[str]:
         + task_throughput.lag_note(results),
         "4. **Lambda**: bench/deployment.py: the handler module imported and its first event handled in a "
         "fresh process (cold start; the event is a POST to `/process/` that schedules a task with the list of "
-        "one JSON object it carries, stored in DynamoDB and sent to SQS by the rendered handler), then an endpoint whose background task sleeps 1 s; stock Mangum runs the "
-        "task before the handler returns, the rendered handler sends it to SQS (moto's server on loopback).",
+        "one JSON object it carries, stored in DynamoDB and sent to SQS by the rendered handler), then an "
+        "endpoint whose background task sleeps 1 s; stock Mangum runs the "
+        "task before the handler returns, the rendered handler sends it to SQS (moto's server on loopback). "
+        "bench/results/deploy.md lists where each handler module's import spends its time "
+        "(`python -X importtime`, the ten costliest packages).",
         "5. **Template**: `copier copy --skip-tasks` from the working tree through tests/rendering.py; the whole "
         "test run is read from the last CI log.",
         "6. **Images**: bench/deployment.py builds the container and Lambda images of the `both` variant for "
