@@ -49,14 +49,15 @@ def ci_test_run_seconds() -> dict[str, Any]:
     """The whole template test run, from the last CI log (`issues ci`), if there is one."""
     override = os.environ.get("BENCH_CI_LOG")
     text = ""
-    if override and Path(override).exists():
-        text = Path(override).read_text(errors="replace")
+    from_override = bool(override) and Path(str(override)).exists()
+    if from_override:
+        text = Path(str(override)).read_text(errors="replace")
     elif shutil.which("issues"):
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             text = subprocess.run(["issues", "ci"], capture_output=True, text=True, timeout=60, check=False).stdout
     match = re.search(r"template test run took (\d+)s", text)
     if match:
-        source = "the CI log BENCH_CI_LOG names" if override else "last CI log"
+        source = "the CI log BENCH_CI_LOG names" if from_override else "last CI log"
         return {"seconds": int(match.group(1)), "source": source}
     return {
         "missing": "no CI log on record yet (`issues ci` has none); .ci/run prints it as 'template test run took Ns'"
