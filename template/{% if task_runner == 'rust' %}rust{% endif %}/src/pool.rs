@@ -408,9 +408,10 @@ impl<T: Task> Pool<T> {
     /// as there are workers. With fewer slots than CPUs, a CPU is always left to the threads
     /// that answer requests. A CPU-bound task waiting for a slot takes no worker, and its wait
     /// is not part of its attempt's timeout.
-    pub fn limit_cpu_bound(self, slots: NonZeroUsize) -> Self {
+    pub fn limit_cpu_bound(&self, slots: NonZeroUsize) {
         self.shared.lock().cpu_bound_limit = slots.get();
-        self
+        // With more slots, entries passed over may start now.
+        self.shared.work_ready.notify_all();
     }
 
     /// Takes one queue slot for a later `submit`.
@@ -1034,11 +1035,8 @@ mod tests {
     #[test]
     fn cpu_bound_tasks_keep_to_their_limit_and_hold_up_no_other_task() {
         let one = NonZeroUsize::new(1).unwrap();
-        let (pool, log, gate) = (
-            pool(3, 8).limit_cpu_bound(one),
-            Log::default(),
-            Gate::default(),
-        );
+        let (pool, log, gate) = (pool(3, 8), Log::default(), Gate::default());
+        pool.limit_cpu_bound(one);
         let cpu_bound = |id: &str, behaviour| Probe {
             cpu_bound: true,
             ..probe(&log, id, 1, behaviour)
