@@ -1,6 +1,7 @@
 """The contract every task runner keeps; `tests/platform/contract/` checks it on each backend."""
 
 import abc
+import os
 from dataclasses import dataclass
 
 from ..models import TaskRecord
@@ -83,3 +84,9 @@ class TaskRunner(abc.ABC):
     async def readiness(self) -> str | None:
         """None when the runner can take work, else the reason it cannot."""
         return None
+
+
+def cpus_but_one() -> int:
+    """How many CPU-bound tasks run at once unless the settings say: one per CPU but one, which
+    the API's event loop keeps."""
+    return max(1, (os.cpu_count() or 2) - 1)
