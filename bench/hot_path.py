@@ -16,16 +16,19 @@ pass without it. Compare two commits on the same machine, one after the other.
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
-from repository import REPO_ROOT
+from repository import BENCH_DIR, REPO_ROOT
 from variants import install, package_name, render, variant_answers
 
 # Runs inside the rendered project's interpreter.
 DRIVER = r'''
 import asyncio, cProfile, io, json, os, pstats, sys, tempfile, threading, time
+
+import asgi_post
 
 os.chdir(tempfile.mkdtemp())
 os.environ["TASK_QUEUE_SIZE"] = "100000"
@@ -38,29 +41,7 @@ BODY = json.dumps({"task_name": "profiled", "assigned_to": "bench"}).encode()
 
 
 async def post(path):
-    delivered = False
-
-    async def receive():
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": BODY, "more_body": False}
-        await asyncio.Event().wait()
-
-    statuses = []
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(BODY)).encode())]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "root_path": "", "headers": headers, "client": ("127.0.0.1", 40000),
-             "server": ("127.0.0.1", 80)}
-    await app(scope, receive, send)
-    return statuses[0]
+    return await asgi_post.post(app, path, BODY)
 
 
 def thread_cpu():
@@ -123,6 +104,7 @@ def drive(python: Path, package: str, tasks: int, profile: bool) -> dict[str, ob
         text=True,
         check=False,
         timeout=1800,
+        env={**os.environ, "PYTHONPATH": str(BENCH_DIR / "in_process")},
     )
     if result.returncode != 0:
         raise SystemExit(f"the driver failed:\n{result.stderr[-3000:]}")
