@@ -24,12 +24,10 @@ another thread while the next request is served.
 """
 
 import argparse
-import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
+from drivers import run_driver
 from repository import BENCH_DIR
 from variants import install, package_name, render, variant_answers
 
@@ -144,17 +142,7 @@ def main() -> None:
     project = options.work / "python-examples"
     render(variant_answers("python"), project)
     python = install(project)
-    result = subprocess.run(
-        [str(python), "-c", DRIVER, package_name(project), str(BENCH_DIR / "baselines"), str(options.tasks)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-        env={**os.environ, "PYTHONPATH": str(BENCH_DIR / "in_process")},
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"the driver failed:\n{result.stderr[-3000:]}")
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    measured = run_driver(python, DRIVER, package_name(project), str(BENCH_DIR / "baselines"), str(options.tasks))
     stock, contract, accept = measured["stock_us"], measured["contract_us"], measured["accept_us"]
     print(f"# {options.tasks} tasks a run, CPU per task, median of 5 runs")
     print(f"stock: request and background task          {stock:7.0f} us")

@@ -15,13 +15,11 @@ pass without it. Compare two commits on the same machine, one after the other.
 """
 
 import argparse
-import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from repository import BENCH_DIR, REPO_ROOT
+from drivers import run_driver
+from repository import REPO_ROOT
 from variants import install, package_name, render, variant_answers
 
 # Runs inside the rendered project's interpreter.
@@ -98,18 +96,7 @@ asyncio.run(main())
 
 
 def drive(python: Path, package: str, tasks: int, profile: bool) -> dict[str, object]:
-    result = subprocess.run(
-        [str(python), "-c", DRIVER, package, str(tasks), "profile" if profile else "plain"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-        env={**os.environ, "PYTHONPATH": str(BENCH_DIR / "in_process")},
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"the driver failed:\n{result.stderr[-3000:]}")
-    # The app logs to stderr; the one stdout line is ours.
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    return run_driver(python, DRIVER, package, str(tasks), "profile" if profile else "plain")
 
 
 def main() -> None:
