@@ -33,7 +33,7 @@ from variants import install, package_name, render, variant_answers
 
 # Runs inside the rendered project's interpreter.
 DRIVER = r'''
-import asyncio, contextlib, io, json, logging, os, sys, tempfile, time
+import asyncio, contextlib, io, itertools, json, logging, os, sys, tempfile, time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,18 +117,19 @@ def accepting(n):
         accept(index)
 
 
-entries = 0
+entry_ids = itertools.count()  # each entry its own task id: none is a repeat
 
 
 def entry_alone(n):
-    global entries
     for _ in range(n):
-        entries += 1
         activity.add_entry(activity_log, project_id=1, at=datetime.now(UTC).isoformat(),
-                           user="bench", activity="created 'floor'", task_id=f"entry-{entries}")
+                           user="bench", activity="created 'floor'",
+                           task_id=f"entry-{next(entry_ids)}")
 
 
-stock(200), contract(200)  # warm up: imports, connections, caches
+# Warm up: imports, connections, caches.
+stock(200)
+contract(200)
 print(json.dumps({"stock_us": per_task(stock), "contract_us": per_task(contract),
                   "accept_us": per_task(accepting), "entry_us": per_task(entry_alone)}))
 '''
