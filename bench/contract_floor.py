@@ -10,17 +10,17 @@ against it. In the rendered examples variant's interpreter, one process, no HTTP
 - stock: the stock baseline app (bench/baselines/stock_app.py) answering `POST
   /projects/{id}/tasks` through ASGI, its background task (the activity append) included: all
   of stock's work for one task, its thread hops too;
-- the contract alone, on one thread: the record inserted (the commit a 202 stands for), read and
-  written `running`, read again (a request to cancel may have come meanwhile), written
-  `succeeded`, through the template's SQLite store (WAL); the task's activity entry (the
-  examples' SQLite log, where stock appends to a file); and the three JSON lines a task logs
-  (accepted, started, succeeded) through the service's formatter, to /dev/null. No routing, no
-  middleware, no runner, no threads, no GIL hand-offs.
+- the contract alone, on one thread (in_process/contract_steps.py): the record inserted (the
+  commit a 202 stands for), read and written `running`, read again, written `succeeded`, through
+  the template's SQLite store (WAL); the task's activity entry (the examples' SQLite log, where
+  stock appends to a file); and the three JSON lines a task logs (accepted, started, succeeded)
+  through the service's formatter, to /dev/null. No routing, no middleware, no runner, no
+  threads, no GIL hand-offs.
 
 (stock + contract) / stock is then the ratio of a service that spent nothing beyond stock's work
 and the contract's own: a floor under what metric 3 can show. The accept part alone (insert and
-one line) is the floor under metric 1's scheduling cost, which also pays for the task's run on
-another thread while the next request is served.
+one line) is what metric 1's scheduling cost cannot go under even before the task runs;
+scheduling_floor.py measures that cost for a server that does the contract and nothing more.
 """
 
 import argparse
@@ -33,8 +33,7 @@ from variants import install, package_name, render, variant_answers
 
 # Runs inside the rendered project's interpreter.
 DRIVER = r'''
-import asyncio, contextlib, io, itertools, json, logging, os, sys, tempfile, time
-from datetime import UTC, datetime
+import asyncio, contextlib, io, json, os, sys, tempfile, time
 from pathlib import Path
 
 import asgi_post
@@ -69,62 +68,24 @@ def stock(n):
 
 
 # -- the contract alone, on this thread ---------------------------------------------------------
-logs = __import__(f"{package}.logs", fromlist=["configure_logging", "task_context"])
-models = __import__(f"{package}.tasks.models", fromlist=["TaskRecord", "TaskState"])
-sqlite = __import__(f"{package}.tasks.store.sqlite", fromlist=["SqliteTaskStore"])
-activity = __import__(f"{package}.examples.activity", fromlist=["add_entry"])
-logs.configure_logging("INFO")
-logs._json_handler.setStream(open(os.devnull, "w"))
-logger = logging.getLogger(f"{package}.tasks")
-store = sqlite.SqliteTaskStore(Path("tasks.db"))
-activity_log = Path("activity.db")
+from contract_steps import ContractSteps
 
-
-def accept(index):
-    record = models.TaskRecord(name="record_project_activity",
-                               args=[index % 997 + 1, "created 'floor'", "bench"], kwargs={},
-                               max_attempts=3, request_id="0123456789abcdef")
-    store.save(record)
-    with logs.task_context(record):
-        logger.info("task accepted", extra={"task_name": record.name})
-    return record
-
-
-def run(record):
-    with logs.task_context(record):
-        stored = store.get(record.task_id)
-        stored.state, stored.attempts = models.TaskState.RUNNING, 1
-        stored.started_at, stored.version = models.utcnow(), stored.version + 1
-        store.save(stored)
-        logger.info("task started", extra={"task_name": stored.name, "attempts": 1})
-        store.get(record.task_id)
-        project, text, user = stored.args
-        activity.add_entry(activity_log, project_id=project, at=datetime.now(UTC).isoformat(),
-                           user=user, activity=text, task_id=stored.task_id)
-        stored.state, stored.finished_at = models.TaskState.SUCCEEDED, models.utcnow()
-        stored.version += 1
-        store.save(stored)
-        logger.info("task succeeded", extra={"task_name": stored.name, "attempts": 1})
+steps = ContractSteps(package, Path.cwd(), open(os.devnull, "w"))
 
 
 def contract(n):
     for index in range(n):
-        run(accept(index))
+        steps.run(steps.accept(index), steps.add_activity)
 
 
 def accepting(n):
     for index in range(n):
-        accept(index)
-
-
-entry_ids = itertools.count()  # each entry its own task id: none is a repeat
+        steps.accept(index)
 
 
 def entry_alone(n):
     for _ in range(n):
-        activity.add_entry(activity_log, project_id=1, at=datetime.now(UTC).isoformat(),
-                           user="bench", activity="created 'floor'",
-                           task_id=f"entry-{next(entry_ids)}")
+        steps.entry_alone()
 
 
 # Warm up: imports, connections, caches.

@@ -56,6 +56,7 @@ async def repeat_interleaved(metric: ModuleType, systems: dict[str, System], res
 def ordered(systems: dict[str, System], run: int) -> list[System]:
     """The systems, rotated each run, so none is always measured first or last."""
     keys = [k for k in ("stock", "python", "rust") if k in systems]
+    keys += [k for k in systems if k not in keys]  # any other (scheduling_floor.py's floor)
     shift = run % len(keys) if keys else 0
     return [systems[k] for k in keys[shift:] + keys[:shift]]
 
