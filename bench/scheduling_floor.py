@@ -51,11 +51,14 @@ def floor_systems(python: Path, package: str, work: Path) -> dict[str, System]:
         log_path=work / "logs" / "floor.log",
         env={"CONTRACT_FLOOR_PACKAGE": package},
     )
-    systems = {FLOOR: run}
-    for mode in ("accept", "insert"):
-        key = f"{FLOOR}-{mode}"
-        systems[key] = dataclasses.replace(run.variant(mode, CONTRACT_FLOOR_MODE=mode), key=key, label=MODES[mode])
-    return systems
+    others = {
+        f"{FLOOR}-{mode}": dataclasses.replace(
+            run.variant(mode, CONTRACT_FLOOR_MODE=mode), key=f"{FLOOR}-{mode}", label=label
+        )
+        for mode, label in MODES.items()
+        if mode != "run"
+    }
+    return {FLOOR: run, **others}
 
 
 def main() -> None:

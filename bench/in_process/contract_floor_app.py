@@ -23,6 +23,7 @@ FastAPI app, no middleware, with the bench service's endpoints:
 measurements.
 """
 
+import itertools
 import os
 import queue
 import sqlite3
@@ -43,7 +44,7 @@ steps = ContractSteps(os.environ["CONTRACT_FLOOR_PACKAGE"], Path.cwd())
 handed_over: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
 counts_lock = threading.Lock()
 counts = {"queued": 0, "running": 0, "succeeded": 0, "failed": 0}
-accepted = iter(range(1 << 62))
+accepted = itertools.count()
 
 bare = sqlite3.connect("bare.db", isolation_level=None, check_same_thread=False)
 bare.execute("PRAGMA journal_mode=WAL")
